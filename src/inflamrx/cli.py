@@ -1,0 +1,173 @@
+"""The ``inflamrx`` command line: a thin layer that reads configs and prints results."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inflamrx import __version__
+from inflamrx.config import Config, load_config, parse_overrides
+from inflamrx.errors import InputError
+
+app = typer.Typer(
+    name="inflamrx",
+    help="Predict response to anti-inflammatory treatment for depression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config (default: the embedded default).")
+]
+DataOpt = Annotated[str | None, typer.Option("--data", help="Overrides data.path.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override any config key, e.g. --set model.max_depth=4 (repeatable)."
+    ),
+]
+
+
+def handles_input_errors(fn: F) -> F:
+    """Unusable input ends with its message and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Config:
+    return load_config(config, parse_overrides(sets or []), data)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"inflamrx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """inflamrx: cohort contract, training, tuning, explanations and serving."""
+
+
+@app.command()
+@handles_input_errors
+def simulate(
+    n: Annotated[int, typer.Option(help="Number of patients.", min=10)] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    out_path: Annotated[Path, typer.Option("--out", help="CSV to write.")] = Path(
+        "data/synthetic.csv"
+    ),
+    two_arm: Annotated[
+        bool, typer.Option("--two-arm", help="Randomise drug vs placebo 1:1.")
+    ] = False,
+) -> None:
+    """Write a SYNTHETIC cohort generated from published figures (plus its true probabilities)."""
+    from inflamrx.simulate import simulate_cohort, write_cohort
+
+    written = write_cohort(simulate_cohort(n, seed, two_arm=two_arm), out_path)
+    out.print(f"[bold]SYNTHETIC[/] cohort of {n} patients (seed {seed}) written:")
+    for what, path in written.items():
+        out.print(f"  {what}: {path}")
+
+
+@app.command()
+@handles_input_errors
+def validate(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    sets: SetOpt = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the accepted canonical table (Parquet).")
+    ] = None,
+    rejected: Annotated[
+        Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")
+    ] = None,
+) -> None:
+    """Check a cohort against the data contract. Exit 0: all accepted, 1: some rejected, 2: unusable."""
+    from inflamrx.validate import validate_cohort
+
+    cfg = _config(config, data, sets)
+    result = validate_cohort(cfg.data)
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        result.accepted.to_parquet(out_path, index=False)
+    if rejected is not None:
+        rejected.parent.mkdir(parents=True, exist_ok=True)
+        result.rejected.to_csv(rejected, index=False)
+    print_validation(result, synthetic=cfg.data.synthetic)
+    raise typer.Exit(result.exit_code)
+
+
+def print_validation(result: Any, synthetic: bool) -> None:
+    from inflamrx.validate import crp_bands, marker_summary, missingness
+
+    label = " (SYNTHETIC data)" if synthetic else ""
+    out.print(
+        f"[bold]rows in {result.rows_in}[/]: accepted {len(result.accepted)}, "
+        f"rejected {len(result.rejected)}{label}"
+    )
+    if result.problems:
+        counts = result.reason_counts()
+        table = Table(title="Reasons for rejection", show_lines=False)
+        table.add_column("rows", justify="right")
+        table.add_column("column: rule")
+        for reason, count in counts.head(20).items():
+            table.add_row(str(count), str(reason))
+        out.print(table)
+        for problem in result.problems[:10]:
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        if len(result.problems) > 10:
+            err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    if result.ignored_columns:
+        out.print(f"ignored source columns (not in the contract): {result.ignored_columns[:20]}")
+    if result.accepted.empty:
+        return
+    miss = missingness(result.accepted)
+    miss = miss[miss > 0]
+    if len(miss):
+        out.print(
+            "missing values (% of accepted rows): "
+            + ", ".join(f"{c} {v:.1f}%" for c, v in miss.items())
+        )
+    markers = marker_summary(result.accepted)
+    table = Table(title="Markers against reference ranges (accepted rows)")
+    for col in ("marker", "n", "median", "IQR", "% above ref.", "reference"):
+        table.add_column(col)
+    for row in markers.itertuples(index=False):
+        table.add_row(
+            row.marker, str(row.n), f"{row.median:.2f}", f"{row.q1:.2f}-{row.q3:.2f}",
+            f"{row[5]:.1f}", row.reference,
+        )  # fmt: skip
+    out.print(table)
+    bands = crp_bands(result.accepted)
+    out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
+
+
+def run() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,221 @@
+"""Read a site's cohort file(s) and map them onto canonical column names.
+
+Everything is read as text (``str``) so that nothing is lost before validation: a value such
+as ``<0.15`` or ``high`` must reach the validator as it was written, with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inflamrx.config import DataConfig
+from inflamrx.errors import InputError
+from inflamrx.schema import COLUMNS
+
+ROW = "row"  # line number in a CSV (header = line 1), record number in Parquet/XPT
+
+# Column-name tokens that mark direct identifiers (HIPAA-style): refused unless dropped.
+_IDENTIFIER_TOKENS = {
+    "name", "firstname", "lastname", "surname", "forename", "fullname", "patientname",
+    "dob", "birthdate", "birthday", "address", "street", "postcode", "zipcode", "zip",
+    "mrn", "phone", "telephone", "mobile", "email", "ssn", "nhs",
+}  # fmt: skip
+_IDENTIFIER_PHRASES = ("dateofbirth", "email", "phone", "medicalrecord", "address", "socialsec")
+# Below this, an XPT float is SAS's rendering of an exact zero (about 5.4e-79).
+_XPT_ZERO = 1e-70
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """The joined source as text, with one line/record number per row."""
+
+    raw: pd.DataFrame  # original column names, all values text or missing
+    rows: pd.Series  # the ROW number of every row (same index as raw)
+    malformed: tuple[tuple[int, str], ...] = ()  # (line, what is wrong): rejected, never dropped
+
+
+def _identifier_reason(column: str) -> str | None:
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", column).lower()
+    tokens = {t for t in re.split(r"[^a-z0-9]+", spaced) if t}
+    squashed = "".join(tokens)
+    hit = sorted(tokens & _IDENTIFIER_TOKENS) or [p for p in _IDENTIFIER_PHRASES if p in squashed]
+    return hit[0] if hit else None
+
+
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column as text; integral floats as '7' not '7.0' (XPT and Parquet store codes as floats)."""
+    out = {}
+    for col in frame.columns:
+        s = frame[col]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            v = s.to_numpy(dtype=float, na_value=np.nan)
+            v = np.where(np.abs(v) < _XPT_ZERO, 0.0, v)
+            integral = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 1e15)
+            text = np.where(integral, np.round(np.nan_to_num(v)).astype("int64").astype(str), v.astype(str))
+            out[col] = pd.Series(text, index=frame.index, dtype="str").where(~np.isnan(v))
+        else:
+            out[col] = s.astype("str").where(s.notna())
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _read_csv(path: Path) -> SourceTable:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text CSV file (it contains binary data)") from None
+    if "\x00" in text:
+        raise InputError(f"{path}: not a text CSV file (it contains binary data)")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise InputError(f"{path}: the file is empty (no header, no rows)") from None
+    except csv.Error as err:
+        raise InputError(f"{path}: cannot read the header line: {err}") from None
+    header = [h.strip() for h in header]
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if sep in header[0]:
+                raise InputError(
+                    f"{path}: the header has a single column {header[0][:60]!r}: the file seems "
+                    f"to be separated by {name}. inflamrx reads comma-separated CSV; "
+                    "save the file with commas between columns."
+                )
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes or "" in header:
+        what = f"repeated column names {dupes}" if dupes else "an empty column name"
+        raise InputError(f"{path}: the header has {what}; every column needs one unique name")
+    records: list[list[str]] = []
+    lines: list[int] = []
+    malformed: list[tuple[int, str]] = []
+    try:
+        while True:
+            first_line = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            if not any(f.strip() for f in fields):
+                continue  # a blank line is not a row
+            if len(fields) == len(header):
+                records.append(fields)
+                lines.append(first_line)
+            else:
+                malformed.append(
+                    (
+                        first_line,
+                        f"the line has {len(fields)} fields but the header has {len(header)}: "
+                        f"{','.join(fields)[:200]!r}",
+                    )
+                )
+    except csv.Error as err:
+        raise InputError(f"{path}: line {reader.line_num}: {err}") from None
+    raw = pd.DataFrame(records, columns=header, dtype="str")
+    raw = raw.apply(lambda s: s.str.strip()).replace("", np.nan)
+    return SourceTable(raw, pd.Series(lines, dtype="int64"), tuple(malformed))
+
+
+def _read_one(path: Path) -> SourceTable:
+    if not path.exists():
+        raise InputError(f"data file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the path of a CSV, Parquet or XPT file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt"):
+        return _read_csv(path)
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        elif suffix == ".xpt":
+            frame = pd.read_sas(path, format="xport")
+        else:
+            raise InputError(f"{path}: unknown file type {suffix!r}; use .csv, .parquet or .xpt")
+    except InputError:
+        raise
+    except Exception as err:  # any reader failure means the file cannot be used
+        raise InputError(f"{path}: cannot be read as {suffix[1:]}: {err}") from None
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return SourceTable(_as_text(frame), pd.Series(np.arange(1, len(frame) + 1), dtype="int64"))
+
+
+def read_sources(data: DataConfig) -> SourceTable:
+    """Read one file, or several joined on ``data.join_on`` (the first file defines the rows)."""
+    paths = [Path(p) for p in data.paths]
+    if not paths:
+        raise InputError("data.path is empty: give a file to read")
+    first = _read_one(paths[0])
+    if len(paths) == 1:
+        return first
+    key = data.join_on
+    if not key:
+        raise InputError("data.path lists several files: set data.join_on to the key column")
+    joined = first.raw
+    for path in paths[1:]:
+        other = _read_one(path).raw
+        for name, frame in ((paths[0], joined), (path, other)):
+            if key not in frame.columns:
+                raise InputError(f"{name}: the join key {key!r} is not a column of this file")
+        repeated = other[key][other[key].duplicated()].dropna()
+        if len(repeated):
+            raise InputError(
+                f"{path}: the join key {key} repeats (e.g. {repeated.iloc[0]!r}); "
+                "a joined file must have one row per key"
+            )
+        clash = (set(other.columns) & set(joined.columns)) - {key}
+        other = other.drop(columns=sorted(clash))  # first file wins for shared columns
+        joined = joined.merge(other, on=key, how="left", validate="many_to_one")
+    return SourceTable(joined, first.rows, first.malformed)
+
+
+def check_identifiers(columns: list[str], drop: list[str]) -> None:
+    """Refuse columns that look like direct identifiers unless ``data.drop`` lists them."""
+    found = [(c, r) for c in columns if c not in drop and (r := _identifier_reason(c))]
+    if found:
+        listed = ", ".join(f"{c!r} (looks like {r})" for c, r in found)
+        raise InputError(
+            f"refusing columns that look like direct identifiers: {listed}. inflamrx never reads "
+            "names, dates of birth, addresses, record numbers, phone numbers or e-mail "
+            "addresses; remove them from the file or list them under data.drop."
+        )
+
+
+def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Rename source columns to canonical ones; return the frame and the columns ignored."""
+    raw = source.raw
+    check_identifiers(list(raw.columns), data.drop)
+    unknown = sorted(set(data.columns) - set(COLUMNS))
+    if unknown:
+        raise InputError(
+            f"data.columns maps unknown canonical names {unknown}; canonical names are listed "
+            "in cohort-schema.md (for example crp_mg_l, age, sex, phq9_total)"
+        )
+    missing = sorted({s for s in data.columns.values() if s not in raw.columns})
+    if missing:
+        raise InputError(
+            f"data.columns refers to source columns that are not in the file: {missing}. "
+            f"The file has: {sorted(raw.columns)[:40]}"
+        )
+    kept = raw.drop(columns=[c for c in data.drop if c in raw.columns])
+    by_source = {src: canon for canon, src in data.columns.items()}
+    mapped_sources = set(by_source)
+    # A canonical column present under its own name, when nothing else maps onto it.
+    passthrough = [
+        c
+        for c in kept.columns
+        if c in COLUMNS and c not in mapped_sources and c not in data.columns
+    ]
+    frame = pd.DataFrame(
+        {canon: kept[src] for canon, src in data.columns.items()}
+        | {c: kept[c] for c in passthrough},
+        index=kept.index,
+    )
+    ignored = [c for c in kept.columns if c not in mapped_sources and c not in passthrough]
+    return frame, ignored

@@ -1,0 +1,175 @@
+"""The canonical cohort contract (``shared/cohort-schema.md``), written down once.
+
+Every other module asks this one for column names, units, ranges and roles; the pandera
+schema that checks a table is built from the same specs, so the contract cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+
+import pandera.pandas as pa
+
+
+class Kind(str, Enum):
+    STRING = "string"
+    NUMBER = "number"
+    INTEGER = "integer"
+    CATEGORY = "category"
+    BOOLEAN = "boolean"
+
+
+class Role(str, Enum):
+    IDENTITY = "identity"  # who / where: never a feature
+    BASELINE = "baseline"  # known before treatment: may be a feature
+    OUTCOME = "outcome"  # follow-up and outcome: never a feature
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: Kind
+    label: str  # clinical wording used in messages
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: tuple[str, ...] = ()
+    required: bool = False
+    role: Role = Role.BASELINE
+    lod: bool = False  # may arrive as "<0.15" (below the limit of detection)
+
+
+def _n(
+    name: str, label: str, unit: str, lo: float | None, hi: float | None, **kw: object
+) -> ColumnSpec:
+    return ColumnSpec(name, Kind.NUMBER, label, unit, lo, hi, **kw)  # type: ignore[arg-type]
+
+
+# Scale items: (prefix, number of items, per-item maximum by item number, label).
+HAMD17_ITEM_MAX = {i: (4 if i in (1, 2, 3, 7, 8, 9, 10, 11, 15) else 2) for i in range(1, 18)}
+SCALE_ITEMS: dict[str, dict[int, int]] = {
+    "madrs": dict.fromkeys(range(1, 11), 6),
+    "hamd17": HAMD17_ITEM_MAX,
+    "phq9": dict.fromkeys(range(1, 10), 3),
+    "gad7": dict.fromkeys(range(1, 8), 3),
+    "bdi2": dict.fromkeys(range(1, 22), 3),
+}
+SCALE_LABELS = {
+    "madrs": "MADRS",
+    "hamd17": "HAM-D17",
+    "phq9": "PHQ-9",
+    "gad7": "GAD-7",
+    "bdi2": "BDI-II",
+}
+SCALE_TOTALS = {s: ("hamd17_total" if s == "hamd17" else f"{s}_total") for s in SCALE_ITEMS}
+
+MARKERS = (
+    _n("crp_mg_l", "CRP", "mg/L", 0, None, required=True, lod=True),
+    _n("il6_pg_ml", "IL-6", "pg/mL", 0, None, lod=True),
+    _n("tnf_alpha_pg_ml", "TNF-alpha", "pg/mL", 0, None, lod=True),
+    _n("il1b_pg_ml", "IL-1beta", "pg/mL", 0, None, lod=True),
+    _n("wbc_10e9_l", "white cell count", "10^9/L", 0, None),
+    _n("neutrophils_10e9_l", "neutrophil count", "10^9/L", 0, None),
+    _n("lymphocytes_10e9_l", "lymphocyte count", "10^9/L", 0, None),
+)
+
+_SPECS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("patient_id", Kind.STRING, "patient_id", required=True, role=Role.IDENTITY),
+    ColumnSpec("site", Kind.STRING, "site", role=Role.IDENTITY),
+    ColumnSpec("arm", Kind.CATEGORY, "arm", allowed=("drug", "placebo"), role=Role.IDENTITY),
+    ColumnSpec("drug", Kind.STRING, "drug", role=Role.IDENTITY),
+    _n("age", "age", "years", 18, 100, required=True),
+    ColumnSpec("sex", Kind.CATEGORY, "sex", allowed=("F", "M"), required=True),
+    _n("bmi", "BMI", "kg/m2", 12, 80),
+    ColumnSpec("smoking", Kind.CATEGORY, "smoking", allowed=("never", "former", "current")),
+    ColumnSpec(
+        "n_failed_antidepressants", Kind.INTEGER, "number of failed antidepressants", "", 0, 30
+    ),
+    _n("episode_duration_months", "episode duration", "months", 0, 600),
+    ColumnSpec("autoimmune_disease", Kind.BOOLEAN, "autoimmune disease"),
+    ColumnSpec("family_history_autoimmune", Kind.BOOLEAN, "family history of autoimmune disease"),
+    ColumnSpec("mood_worse_with_illness", Kind.BOOLEAN, "mood worse with physical illness"),
+    *MARKERS,
+    *(
+        ColumnSpec(f"{m.name}_below_lod", Kind.BOOLEAN, f"{m.label} below detection limit")
+        for m in MARKERS
+        if m.lod
+    ),
+    _n("madrs_total", "MADRS total", "", 0, 60),
+    _n("hamd17_total", "HAM-D17 total", "", 0, 52),
+    _n("phq9_total", "PHQ-9 total", "", 0, 27),
+    _n("gad7_total", "GAD-7 total", "", 0, 21),
+    _n("bdi2_total", "BDI-II total", "", 0, 63),
+    _n("shaps_total", "SHAPS anhedonia total", "", 0, 14),
+    _n("facit_fatigue", "FACIT-Fatigue score", "", 0, 52),
+    _n("eq5d_vas", "EQ-5D VAS", "", 0, 100),
+    *(
+        ColumnSpec(f"{scale}_{i}", Kind.INTEGER, f"{SCALE_LABELS[scale]} item {i}", "", 0, top)
+        for scale, items in SCALE_ITEMS.items()
+        for i, top in items.items()
+    ),
+    _n("madrs_followup", "MADRS at follow-up", "", 0, 60, role=Role.OUTCOME),
+    _n("hamd17_followup", "HAM-D17 at follow-up", "", 0, 52, role=Role.OUTCOME),
+    _n("phq9_followup", "PHQ-9 at follow-up", "", 0, 27, role=Role.OUTCOME),
+    ColumnSpec("response", Kind.BOOLEAN, "response", role=Role.OUTCOME),
+)
+
+COLUMNS: dict[str, ColumnSpec] = {spec.name: spec for spec in _SPECS}
+REQUIRED: tuple[str, ...] = tuple(s.name for s in _SPECS if s.required)
+OUTCOME_COLUMNS: frozenset[str] = frozenset(s.name for s in _SPECS if s.role is Role.OUTCOME)
+IDENTITY_COLUMNS: frozenset[str] = frozenset(s.name for s in _SPECS if s.role is Role.IDENTITY)
+
+
+def rule_text(spec: ColumnSpec) -> str:
+    """The rule for one column in a clinician's words, e.g. 'must be between 0 and 60'."""
+    unit = f" {spec.unit}" if spec.unit else ""
+    if spec.kind is Kind.CATEGORY:
+        return "must be one of " + ", ".join(spec.allowed)
+    if spec.kind is Kind.BOOLEAN:
+        return "must be yes/no (true/false, 1/0)"
+    if spec.kind is Kind.STRING:
+        return "must be a non-empty text"
+    whole = "a whole number" if spec.kind is Kind.INTEGER else "a number"
+    if spec.minimum is not None and spec.maximum is not None:
+        return f"must be {whole} between {spec.minimum:g} and {spec.maximum:g}{unit}"
+    if spec.minimum == 0:
+        return f"must be {whole} of 0{unit} or more (it cannot be negative)"
+    return f"must be {whole}{unit}"
+
+
+def _pandera_column(spec: ColumnSpec) -> pa.Column:
+    checks: list[pa.Check] = []
+    if spec.minimum is not None and spec.maximum is not None:
+        checks.append(pa.Check.in_range(spec.minimum, spec.maximum))
+    elif spec.minimum is not None:
+        checks.append(pa.Check.ge(spec.minimum))
+    if spec.allowed:
+        checks.append(pa.Check.isin(list(spec.allowed)))
+    if spec.kind is Kind.INTEGER:
+        checks.append(pa.Check(lambda s: s == s.round(), element_wise=False, name="whole_number"))
+    if spec.kind is Kind.STRING:
+        checks.append(pa.Check(lambda s: s.str.strip() != "", name="non_empty"))
+    dtype = {
+        Kind.NUMBER: "float64",
+        Kind.INTEGER: "float64",  # stored as float so that missing stays NaN
+        Kind.BOOLEAN: "boolean",
+        Kind.CATEGORY: "str",
+        Kind.STRING: "str",
+    }[spec.kind]
+    return pa.Column(
+        dtype,
+        checks=checks,
+        nullable=not spec.required,
+        required=spec.required,
+        unique=spec.name == "patient_id",
+    )
+
+
+@cache
+def cohort_schema() -> pa.DataFrameSchema:
+    """The pandera schema of a canonical cohort table (extra columns are allowed)."""
+    return pa.DataFrameSchema(
+        {spec.name: _pandera_column(spec) for spec in _SPECS}, strict=False, name="cohort"
+    )

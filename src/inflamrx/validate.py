@@ -1,0 +1,347 @@
+"""Turn a mapped source table into the canonical cohort, or a list of what is wrong with it.
+
+Nothing is lost: every input row ends up either accepted or rejected with its reasons, and
+``rows_in == accepted + rejected`` always holds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from inflamrx.config import DataConfig
+from inflamrx.errors import InputError
+from inflamrx.ingest import ROW, SourceTable, map_columns, read_sources
+from inflamrx.scales import score_scales
+from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+
+_LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+# Unit name (lower case) -> factor to the canonical unit, per canonical unit.
+_CYTOKINE = {"pg/ml": 1.0, "ng/l": 1.0}
+_COUNT = {"10^9/l": 1.0, "10e9/l": 1.0, "x10^9/l": 1.0, "1000 cells/ul": 1.0, "10^3/ul": 1.0}
+UNIT_FACTORS: dict[str, dict[str, float]] = {
+    "mg/L": {"mg/l": 1.0, "mg/dl": 10.0, "nmol/l": 1 / 9.52},  # CRP: 1 mg/L = 9.52 nmol/L
+    "pg/mL": _CYTOKINE,
+    "10^9/L": _COUNT,
+}
+# Values that are valid but unusual enough to say so (CDC/AHA: CRP > 10 mg/L, acute infection).
+UNUSUAL = {"crp_mg_l": (10.0, "CRP above 10 mg/L: possible acute infection; consider repeating")}
+
+
+@dataclass(frozen=True)
+class Problem:
+    row: int
+    patient_id: str | None
+    column: str
+    value: str
+    rule: str
+    check: str = "rule"  # short name of the rule broken, for counting
+
+    def reason(self) -> str:
+        if not self.column:
+            return self.rule
+        shown = "(empty)" if self.value == "" else repr(self.value)
+        return f"{self.column} = {shown}: {self.rule}"
+
+    def __str__(self) -> str:
+        who = f" (patient {self.patient_id})" if self.patient_id else ""
+        return f"row {self.row}{who}: {self.reason()}"
+
+
+@dataclass
+class ValidationResult:
+    accepted: pd.DataFrame  # canonical cohort, canonical dtypes
+    rejected: pd.DataFrame  # source values as text + ROW + reason
+    problems: list[Problem]
+    ignored_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.accepted) + len(self.rejected)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.rejected.empty else 1
+
+    def reason_counts(self) -> pd.Series:
+        keys = [f"{p.column or 'line'}: {p.check}" for p in self.problems]
+        return pd.Series(keys, dtype="str").value_counts()
+
+
+def _convert_units(values: pd.Series, spec: ColumnSpec, unit: str) -> pd.Series:
+    factors = UNIT_FACTORS.get(spec.unit, {spec.unit.lower(): 1.0})
+    factor = factors.get(unit.strip().lower())
+    if factor is None:
+        allowed = sorted({u for u in factors}) if spec.unit in UNIT_FACTORS else [spec.unit]
+        raise InputError(
+            f"data.units: unknown unit {unit!r} for {spec.name}. Allowed units: "
+            f"{', '.join(allowed)} (converted to {spec.unit})."
+        )
+    return values * factor
+
+
+class _Checker:
+    """Parses text columns into canonical dtypes, recording a Problem per bad cell."""
+
+    def __init__(self, frame: pd.DataFrame, rows: pd.Series) -> None:
+        self.text = frame  # the values as written, to quote them back in messages
+        self.rows = rows.to_numpy()
+        ids = frame["patient_id"] if "patient_id" in frame else pd.Series(pd.NA, index=frame.index)
+        self.ids = [None if pd.isna(v) else str(v) for v in ids]
+        self.problems: dict[int, list[Problem]] = {}
+        self.bad_cells: set[tuple[int, str]] = set()
+
+    def add(self, pos: int, column: str, value: object, rule: str, check: str) -> None:
+        if column in self.text and isinstance(self.text[column].iloc[pos], str):
+            value = self.text[column].iloc[pos]
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check)
+        self.problems.setdefault(pos, []).append(problem)
+        self.bad_cells.add((pos, column))
+
+    def number(self, text: pd.Series, spec: ColumnSpec) -> pd.Series:
+        values = pd.to_numeric(text, errors="coerce").astype("float64")
+        bad = (text.notna() & ~np.isfinite(values.fillna(0.0))) | (text.notna() & values.isna())
+        for pos in np.flatnonzero(bad.to_numpy()):
+            hint = " (or '<LOD' when below the detection limit)" if spec.lod else ""
+            self.add(
+                pos,
+                spec.name,
+                text.iloc[pos],
+                f"not a number; {spec.label} {rule_text(spec)}{hint}",
+                "not a number",
+            )
+        return values.where(~bad)
+
+    def boolean(self, text: pd.Series, spec: ColumnSpec) -> pd.Series:
+        low = text.str.strip().str.lower()
+        low = low.where(~low.isin(["1.0", "0.0"]), low.str[0])
+        out = pd.Series(pd.NA, index=text.index, dtype="boolean")
+        out[low.isin(_TRUE)] = True
+        out[low.isin(_FALSE)] = False
+        for pos in np.flatnonzero((text.notna() & out.isna()).to_numpy()):
+            self.add(
+                pos, spec.name, text.iloc[pos], f"{spec.label} {rule_text(spec)}", "not yes/no"
+            )
+        return out
+
+    @staticmethod
+    def category(text: pd.Series, spec: ColumnSpec) -> pd.Series:
+        # Match case-insensitively ("female" is not guessed, "f" becomes "F").
+        by_lower = {a.lower(): a for a in spec.allowed}
+        stripped = text.str.strip()
+        return stripped.map(lambda v: by_lower.get(v.lower(), v) if isinstance(v, str) else v)
+
+
+def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    out = frame.copy()
+    for col, codes in data.missing_codes.items():
+        if col not in out:
+            continue
+        as_number = pd.to_numeric(out[col], errors="coerce")
+        numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
+        text_codes = [str(c) for c in codes]
+        hit = as_number.isin(numeric_codes) | out[col].isin(text_codes)
+        out[col] = out[col].where(~hit)
+    return out
+
+
+def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    out = frame.copy()
+    for col, mapping in data.recode.items():
+        if col in out:
+            out[col] = out[col].map(lambda v, m=mapping: str(m[v]) if v in m else v)
+    return out
+
+
+def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataFrame:
+    out: dict[str, pd.Series] = {}
+    for name in frame.columns:
+        spec = COLUMNS[name]
+        text = frame[name].astype("str").where(frame[name].notna())
+        if spec.kind in (Kind.NUMBER, Kind.INTEGER):
+            below = text.str.strip().str.extract(_LOD, expand=False) if spec.lod else None
+            if below is not None and below.notna().any():
+                # Below the limit of detection: LOD/sqrt(2), with a flag (a common convention).
+                text = text.where(below.isna(), (below.astype(float) / np.sqrt(2)).astype("str"))
+            values = checker.number(text, spec)
+            if name in data.units:
+                values = _convert_units(values, spec, data.units[name])
+            out[name] = values
+            if spec.lod:
+                flag = f"{name}_below_lod"
+                parsed_flag = (
+                    below.notna() if below is not None else pd.Series(False, index=text.index)
+                )
+                previous = frame[flag] if flag in frame else None
+                out[flag] = parsed_flag.astype("boolean")
+                if previous is not None:
+                    prev = checker.boolean(
+                        previous.astype("str").where(previous.notna()), COLUMNS[flag]
+                    )
+                    out[flag] = (out[flag] | prev.fillna(False)).astype("boolean")
+                out[flag] = out[flag].where(values.notna() | out[flag], pd.NA).astype("boolean")
+        elif spec.kind is Kind.BOOLEAN:
+            if name not in out:  # a below-LOD flag may already have been merged above
+                out[name] = checker.boolean(text, spec)
+        elif spec.kind is Kind.CATEGORY:
+            out[name] = checker.category(text, spec)
+        else:
+            out[name] = text.str.strip()
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _contract_problems(frame: pd.DataFrame, checker: _Checker) -> None:
+    try:
+        cohort_schema().validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        cases = err.failure_cases
+        for case in cases.itertuples(index=False):
+            col = str(case.column)
+            if pd.isna(case.index) or col not in COLUMNS:
+                raise InputError(
+                    f"the table does not fit the cohort contract: {case.check} ({col})"
+                ) from None
+            pos = int(case.index)
+            if (pos, col) in checker.bad_cells:
+                continue  # already reported when parsing this cell
+            spec = COLUMNS[col]
+            check = str(case.check)
+            if check == "not_nullable":
+                rule, short = f"{spec.label} is required and is missing", "required"
+            elif check == "field_uniqueness":
+                same = frame[col] == case.failure_case
+                rows = [int(checker.rows[i]) for i in np.flatnonzero(same.to_numpy())]
+                rule, short = f"patient_id must be unique; it appears on rows {rows}", "unique"
+            else:
+                rule, short = f"{spec.label} {rule_text(spec)}", rule_text(spec)
+            checker.add(pos, col, case.failure_case, rule, short)
+
+
+def _cast(frame: pd.DataFrame) -> pd.DataFrame:
+    dtypes = {
+        Kind.NUMBER: "float64",
+        Kind.INTEGER: "float64",
+        Kind.BOOLEAN: "boolean",
+        Kind.CATEGORY: "str",
+        Kind.STRING: "str",
+    }
+    return frame.astype({c: dtypes[COLUMNS[c].kind] for c in frame.columns})
+
+
+def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
+    """Validate an already-read source table against the cohort contract."""
+    if source.raw.empty and not source.malformed:
+        raise InputError("the input has a header but no data rows")
+    mapped, ignored = map_columns(source, data)
+    absent = [c for c in REQUIRED if c not in mapped.columns]
+    if absent:
+        raise InputError(
+            f"required columns are missing: {absent}. Map them with data.columns "
+            f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}"
+        )
+    checker = _Checker(mapped, source.rows)
+    text = _apply_recode(_apply_missing_codes(mapped, data), data)
+    parsed = _parse(text, checker, data)
+    scored, clashes = score_scales(parsed)
+    for pos, clashing in clashes.items():
+        for column, message in clashing:
+            checker.add(pos, column, scored[column].iloc[pos], message, "items vs total")
+    _contract_problems(scored, checker)
+
+    bad = np.zeros(len(scored), dtype=bool)
+    bad[list(checker.problems)] = True
+    accepted = _cast(scored[~bad]).reset_index(drop=True)
+    rejected = source.raw[bad].copy()
+    rejected.insert(0, ROW, source.rows[bad].to_numpy())
+    rejected["reason"] = [
+        "; ".join(p.reason() for p in checker.problems[pos]) for pos in np.flatnonzero(bad)
+    ]
+    problems = [p for pos in sorted(checker.problems) for p in checker.problems[pos]]
+    if source.malformed:
+        shaped = pd.DataFrame(
+            {ROW: [r for r, _ in source.malformed], "reason": [w for _, w in source.malformed]}
+        )
+        rejected = pd.concat([rejected, shaped], ignore_index=True).sort_values(ROW, kind="stable")
+        problems += [
+            Problem(r, None, "", "", w, "wrong number of fields") for r, w in source.malformed
+        ]
+    warnings = []
+    for col, (limit, what) in UNUSUAL.items():
+        if col in accepted and (n := int((accepted[col] > limit).sum())):
+            warnings.append(f"{n} accepted rows with {what}")
+    return ValidationResult(accepted, rejected.reset_index(drop=True), problems, ignored, warnings)
+
+
+def validate_cohort(data: DataConfig) -> ValidationResult:
+    """Read, map and validate the cohort described by ``data`` (paths relative to the cwd)."""
+    return validate_source(read_sources(data), data)
+
+
+def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> ValidationResult:
+    """Validate an in-memory table (for example records sent to a served model)."""
+    from inflamrx.ingest import _as_text
+
+    source = SourceTable(
+        _as_text(frame.reset_index(drop=True)), pd.Series(np.arange(1, len(frame) + 1))
+    )
+    return validate_source(source, data or DataConfig())
+
+
+# Reference ranges for the summary: (low, high, source).
+MARKER_REFERENCE: dict[str, tuple[float, float, str]] = {
+    "crp_mg_l": (
+        0.0,
+        3.0,
+        "< 3 mg/L low/average risk (AHA/CDC); > 3 in ~27% of depressed patients",
+    ),
+    "il6_pg_ml": (0.0, 1.9, "healthy about 0.9 +/- 0.5 pg/mL (Thompson 2012)"),
+    "tnf_alpha_pg_ml": (0.0, 8.1, "typical hs assay range"),
+    "wbc_10e9_l": (4.0, 11.0, "adult laboratory range"),
+    "neutrophils_10e9_l": (2.0, 7.5, "adult laboratory range"),
+    "lymphocytes_10e9_l": (1.0, 4.0, "adult laboratory range"),
+}
+
+
+def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
+    """Distribution of each marker present, against its reference range."""
+    rows = []
+    for col, (low, high, source) in MARKER_REFERENCE.items():
+        if col not in cohort or cohort[col].notna().sum() == 0:
+            continue
+        v = cohort[col].dropna()
+        rows.append(
+            {
+                "marker": col,
+                "n": len(v),
+                "median": v.median(),
+                "q1": v.quantile(0.25),
+                "q3": v.quantile(0.75),
+                "% above reference": 100 * float((v > high).mean()),
+                "% below reference": 100 * float((v < low).mean()),
+                "reference": source,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def crp_bands(cohort: pd.DataFrame) -> dict[str, float]:
+    """Share of patients in the AHA/CDC CRP bands, plus the acute-infection range (percent)."""
+    crp = cohort["crp_mg_l"].dropna()
+    labels = ["<= 1", "1-3", "3-10", "> 10"]
+    bands = pd.cut(crp, [-np.inf, 1, 3, 10, np.inf], labels=labels)
+    return {
+        k: 100 * float(v) for k, v in bands.value_counts(normalize=True).reindex(labels).items()
+    }
+
+
+def missingness(cohort: pd.DataFrame) -> pd.Series:
+    """Percent missing per canonical column present."""
+    return (100 * cohort.isna().mean()).sort_values(ascending=False)
