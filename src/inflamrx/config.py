@@ -6,10 +6,10 @@ Only the CLI reads files and the environment; library code receives a ``Config``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inflamrx.errors import InputError
 
@@ -50,9 +50,86 @@ class SimulateConfig(_Section):
     two_arm: bool = False
 
 
+class OutcomeConfig(_Section):
+    """What counts as a positive outcome (see cohort-schema.md, 'Follow-up and outcome')."""
+
+    kind: Literal["response", "remission", "threshold", "column"] = "response"
+    scale: Literal["madrs", "hamd17"] = "madrs"  # for response and remission
+    column: str | None = None  # for threshold and column
+    op: Literal[">=", ">", "<=", "<", "=="] | None = None  # for threshold
+    value: float | None = None  # for threshold
+
+    @model_validator(mode="after")
+    def _complete(self) -> OutcomeConfig:
+        if self.kind == "threshold" and None in (self.column, self.op, self.value):
+            raise ValueError("outcome.kind 'threshold' needs outcome.column, outcome.op and outcome.value")
+        if self.kind == "column" and self.column is None:
+            raise ValueError("outcome.kind 'column' needs outcome.column (a yes/no column)")
+        return self
+
+
+class FeaturesConfig(_Section):
+    include: list[str] | None = None  # feature groups or canonical columns; None = all
+    exclude: list[str] = Field(default_factory=list)
+
+
+class ModelConfig(_Section):
+    kind: Literal["xgboost", "logistic"] = "xgboost"
+    # XGBoost
+    n_estimators: int = Field(300, ge=1)
+    max_depth: int = Field(3, ge=1, le=12)
+    learning_rate: float = Field(0.03, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    min_child_weight: float = Field(5.0, ge=0)
+    reg_lambda: float = Field(1.0, ge=0)
+    reg_alpha: float = Field(0.0, ge=0)
+    # penalised logistic regression
+    C: float = Field(1.0, gt=0)
+    penalty: Literal["l2", "l1", "elasticnet"] = "l2"
+    l1_ratio: float = Field(0.5, ge=0, le=1)
+    seed: int = 0
+
+
+class SplitConfig(_Section):
+    test_size: float = Field(0.25, gt=0, lt=1)
+    group_by: str | None = None  # e.g. "site": held-out sites instead of held-out patients
+    cv_folds: int = Field(5, ge=2)
+    cv_repeats: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class EvaluationConfig(_Section):
+    n_bootstrap: int = Field(1000, ge=100)
+    thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    subgroups: list[str] = Field(default_factory=lambda: ["sex", "age_band", "trd", "site"])
+    seed: int = 0
+
+
+class TrackingConfig(_Section):
+    experiment: str = "inflamrx"
+
+
+class RegistryConfig(_Section):
+    name: str = "inflamrx-response"
+    enabled: bool = True  # register the model under `name` after training
+
+
+class ServingConfig(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)  # decision threshold stored with the model
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     simulate: SimulateConfig = Field(default_factory=SimulateConfig)
+    outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
 
 def _format_error(err: ValidationError, source: str) -> str:
