@@ -1,1 +1,44 @@
+"""inflamrx: predict response to anti-inflammatory treatment for depression.
+
+The Python API mirrors the command line::
+
+    from inflamrx import load_config, simulate_cohort, validate_cohort, train, predict
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# Imported on first use: `import inflamrx` must stay cheap (no MLflow/XGBoost at import).
+_API = {
+    "load_config": "inflamrx.config",
+    "Config": "inflamrx.config",
+    "simulate_cohort": "inflamrx.simulate",
+    "write_cohort": "inflamrx.simulate",
+    "validate_cohort": "inflamrx.validate",
+    "validate_frame": "inflamrx.validate",
+    "train": "inflamrx.training",
+    "TrainResult": "inflamrx.training",
+    "predict": "inflamrx.prediction",
+    "PredictResult": "inflamrx.prediction",
+    "InputError": "inflamrx.errors",
+}
+__all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:
+    from inflamrx.config import Config, load_config
+    from inflamrx.errors import InputError
+    from inflamrx.prediction import PredictResult, predict
+    from inflamrx.simulate import simulate_cohort, write_cohort
+    from inflamrx.training import TrainResult, train
+    from inflamrx.validate import validate_cohort, validate_frame
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'inflamrx' has no attribute {name!r}")

@@ -171,3 +171,83 @@ def print_validation(result: Any, synthetic: bool) -> None:
 
 def run() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+@app.command()
+@handles_input_errors
+def train(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    sets: SetOpt = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Train, evaluate on a held-out test set, log to MLflow and register the model."""
+    import json
+
+    from inflamrx.training import train as run_training
+
+    cfg = _config(config, data, sets)
+    if experiment:
+        cfg.tracking.experiment = experiment
+    status = err if as_json else out
+    if cfg.data.synthetic:
+        status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
+    with status.status("training") as spinner:
+        result = run_training(cfg, progress=lambda msg: (spinner.update(msg), status.log(msg)))
+    if as_json:
+        print(json.dumps(result.summary(), default=float))
+        return
+    print_training(result)
+
+
+def print_training(result: Any) -> None:
+    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
+    out.print(f"[bold]outcome[/]: {result.outcome}{tag}")
+    out.print(
+        f"train {result.n_train}, test {result.n_test}; rejected rows {result.n_rejected}; "
+        f"accepted rows without an outcome (left out) {result.n_without_outcome}"
+    )
+    if result.cv_auroc:
+        import numpy as np
+
+        out.print(f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds")
+    table = Table(title="Held-out test set (95% bootstrap CIs)")
+    for col in result.table.columns:
+        table.add_column(str(col))
+    for row in result.table.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    out.print(table)
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    out.print(f"run {result.run_id}\nmodel {result.model_uri}" + (f" (registered version {result.registered_version})" if result.registered_version else ""))
+
+
+@app.command()
+@handles_input_errors
+def predict(
+    model: Annotated[str, typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...).")],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    sets: SetOpt = None,
+    out_path: Annotated[Path, typer.Option("--out", help="CSV of patient_id, response_probability, predicted_response.")] = Path("predictions.csv"),
+    rejected: Annotated[Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")] = None,
+) -> None:
+    """Score patients with a logged model, through the same data contract as training."""
+    from inflamrx.prediction import predict as run_predict
+
+    cfg = _config(config, data, sets)
+    result = run_predict(model, cfg.data)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result.predictions.to_csv(out_path, index=False)
+    if rejected is not None:
+        result.validation.rejected.to_csv(rejected, index=False)
+    v = result.validation
+    out.print(f"rows in {v.rows_in}: scored {len(result.predictions)}, rejected {len(v.rejected)}; threshold {result.threshold:g}; written {out_path}")
+    for problem in v.problems[:10]:
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    for warning in result.warnings:
+        out.print(f"[yellow]warning:[/] {warning}")
+    raise typer.Exit(v.exit_code)

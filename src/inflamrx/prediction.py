@@ -1,0 +1,65 @@
+"""Batch scoring through the same data contract as training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from inflamrx.config import DataConfig
+from inflamrx.errors import InputError
+from inflamrx.tracking import tracking_uri
+from inflamrx.validate import ValidationResult, validate_cohort
+
+
+@dataclass
+class PredictResult:
+    predictions: pd.DataFrame  # patient_id, response_probability, predicted_response
+    validation: ValidationResult
+    threshold: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_model(model_uri: str) -> tuple[object, dict[str, object]]:
+    """The fitted pipeline behind a model URI, and the metadata logged with it."""
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+        pipeline = mlflow.sklearn.load_model(model_uri)
+    except Exception as err:  # an unknown URI, a missing run or a damaged artifact
+        raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
+    return pipeline, dict(info.metadata or {})
+
+
+def score(pipeline: object, metadata: dict[str, object], cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    columns = [str(c) for c in metadata.get("input_columns", [])]  # type: ignore[union-attr]
+    absent = [c for c in columns if c not in cohort]
+    warnings = []
+    if absent:
+        warnings.append(f"columns the model was trained with are absent and treated as missing: {absent}")
+    x = cohort.reindex(columns=columns)
+    proba = pipeline.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
+    threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
+    out = pd.DataFrame(
+        {
+            "patient_id": cohort["patient_id"].to_numpy(),
+            "response_probability": np.round(proba, 6),
+            "predicted_response": proba >= threshold,
+        }
+    )
+    return out, warnings
+
+
+def predict(model_uri: str, data: DataConfig) -> PredictResult:
+    """Validate ``data`` with the cohort contract, then score the accepted rows."""
+    pipeline, metadata = load_model(model_uri)
+    validated = validate_cohort(data)
+    threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
+    if validated.accepted.empty:
+        empty = pd.DataFrame({"patient_id": [], "response_probability": [], "predicted_response": []})
+        return PredictResult(empty, validated, threshold, ["no row was accepted"])
+    predictions, warnings = score(pipeline, metadata, validated.accepted)
+    return PredictResult(predictions, validated, threshold, warnings + validated.warnings)

@@ -1,0 +1,70 @@
+"""MLflow plumbing: where runs go, what every run is tagged with, and failed-run handling."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+
+from inflamrx import __version__
+
+DEFAULT_STORE = Path("mlruns")
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, otherwise SQLite at ``mlruns/mlflow.db`` (cwd)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    DEFAULT_STORE.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def use_experiment(name: str) -> str:
+    """Point MLflow at the store and the named experiment; return its id."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    location = None
+    if uri.startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
+        # Artifacts beside the database, not in MLflow's default ./mlartifacts.
+        location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def standard_tags(data_digest: str, synthetic: bool) -> dict[str, str]:
+    return {
+        "git_commit": git_commit(),
+        "inflamrx_version": __version__,
+        "data_digest": data_digest,
+        "synthetic_data": str(synthetic).lower(),
+    }
+
+
+@contextmanager
+def tracked_run(experiment_id: str, run_name: str, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """A run that ends FAILED, with the error as a tag, when the job raises."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as run:
+        try:
+            yield run
+        except BaseException as exc:
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run(status="FAILED")
+            raise
