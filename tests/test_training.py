@@ -51,7 +51,9 @@ def trained(workspace: Path) -> tuple[TrainResult, str]:
     return result, uri
 
 
-def test_metrics_have_cis_that_contain_the_point_estimates(trained: tuple[TrainResult, str]) -> None:
+def test_metrics_have_cis_that_contain_the_point_estimates(
+    trained: tuple[TrainResult, str],
+) -> None:
     result, _ = trained
     low, high = result.test_auroc_ci
     assert low <= result.test_auroc <= high
@@ -71,11 +73,17 @@ def test_run_is_tracked_without_patient_identifiers(trained: tuple[TrainResult, 
     assert run.data.tags["synthetic_data"] == "true"
     assert {"git_commit", "inflamrx_version", "data_digest"} <= set(run.data.tags)
     assert run.data.params["model.kind"] == "xgboost"
-    assert "test_auroc_ci_low" in run.data.metrics and "baseline_crp_alone_auroc" in run.data.metrics
+    assert (
+        "test_auroc_ci_low" in run.data.metrics and "baseline_crp_alone_auroc" in run.data.metrics
+    )
     everything = json.dumps([run.data.params, run.data.tags, run.data.metrics])
     assert "SYN-" not in everything  # pseudonymous ids stay out of params, tags and metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
-    assert {"evaluation/roc_curve.png", "evaluation/calibration.png", "evaluation/metrics_table.csv"} <= artifacts
+    assert {
+        "evaluation/roc_curve.png",
+        "evaluation/calibration.png",
+        "evaluation/metrics_table.csv",
+    } <= artifacts
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.digest
     version = client.get_model_version("inflamrx-response", result.registered_version)
@@ -98,7 +106,10 @@ def test_model_loads_by_uri_and_predicts_through_the_contract(
     assert p.between(0, 1).all() and p.nunique() > 5
     assert (out.predictions["predicted_response"] == (p >= 0.5)).all()
     # The registered name resolves to the same model.
-    again = predict(f"models:/inflamrx-response/{result.registered_version}", load_config(None, {"data.path": str(path)}).data)
+    again = predict(
+        f"models:/inflamrx-response/{result.registered_version}",
+        load_config(None, {"data.path": str(path)}).data,
+    )
     pd.testing.assert_frame_equal(again.predictions, out.predictions)
 
 
@@ -112,9 +123,14 @@ def test_cli_train_json_and_predict(workspace: Path, monkeypatch: pytest.MonkeyP
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"run_id", "model_uri", "test_auroc", "test_auroc_ci", "n_train", "n_test"} <= set(summary)
+    assert {"run_id", "model_uri", "test_auroc", "test_auroc_ci", "n_train", "n_test"} <= set(
+        summary
+    )
     assert summary["synthetic"] is True
-    done = runner.invoke(app, ["predict", "--model", summary["model_uri"], "--data", "synthetic.csv", "--out", "p.csv"])
+    done = runner.invoke(
+        app,
+        ["predict", "--model", summary["model_uri"], "--data", "synthetic.csv", "--out", "p.csv"],
+    )
     assert done.exit_code == 0, done.output
     scored = pd.read_csv(workspace / "p.csv")
     assert list(scored.columns) == ["patient_id", "response_probability", "predicted_response"]
@@ -123,7 +139,7 @@ def test_cli_train_json_and_predict(workspace: Path, monkeypatch: pytest.MonkeyP
 
 def test_outcome_and_followup_columns_can_never_be_features() -> None:
     config = load_config(None, {"features.include": ["madrs_followup", "crp_mg_l"]})
-    with pytest.raises(InputError, match="madrs_followup.*can never be features"):
+    with pytest.raises(InputError, match=r"madrs_followup.*can never be features"):
         train(config)
 
 
@@ -140,12 +156,21 @@ def test_threshold_outcome_bans_its_scale_and_items() -> None:
     [
         ({}, [1.0, 0.0, np.nan]),  # MADRS response: 30 -> 14 yes, 30 -> 20 no, missing
         ({"outcome.kind": "remission"}, [0.0, 0.0, np.nan]),  # MADRS <= 10
-        ({"outcome.kind": "threshold", "outcome.column": "madrs_total", "outcome.op": ">=",
-          "outcome.value": 30}, [1.0, 0.0, 1.0]),  # fmt: skip
+        (
+            {
+                "outcome.kind": "threshold",
+                "outcome.column": "madrs_total",
+                "outcome.op": ">=",
+                "outcome.value": 30,
+            },
+            [1.0, 0.0, 1.0],
+        ),
     ],
 )
 def test_outcome_definitions(overrides: dict[str, object], expected: list[float]) -> None:
-    cohort = pd.DataFrame({"madrs_total": [30.0, 29.0, 31.0], "madrs_followup": [14.0, 20.0, np.nan]})
+    cohort = pd.DataFrame(
+        {"madrs_total": [30.0, 29.0, 31.0], "madrs_followup": [14.0, 20.0, np.nan]}
+    )
     y = derive_outcome(cohort, load_config(None, overrides).outcome)
     np.testing.assert_array_equal(y.to_numpy(), np.array(expected))
 
@@ -159,7 +184,9 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
         raise RuntimeError("boom in cross-validation")
 
     monkeypatch.setattr(training, "cross_validate", explode)
-    config = load_config(None, {"data.path": str(workspace / "synthetic.csv"), "tracking.experiment": "f"})
+    config = load_config(
+        None, {"data.path": str(workspace / "synthetic.csv"), "tracking.experiment": "f"}
+    )
     with pytest.raises(RuntimeError, match="boom"):
         train(config)
     client = mlflow.MlflowClient(uri)

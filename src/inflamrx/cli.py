@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from inflamrx import __version__
 from inflamrx.config import Config, load_config, parse_overrides
@@ -47,10 +48,23 @@ def handles_input_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except InputError as e:
-            err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(
+                "error: " + str(e), style="bold red", markup=False, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _quiet_libraries() -> None:
+    """MLflow's informational logs and hints drown the output a user reads; keep errors."""
+    import logging
+    import warnings
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    for module in ("mlflow", "sqlalchemy", "skops", "pydantic"):
+        warnings.filterwarnings("ignore", module=module)
 
 
 def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Config:
@@ -118,7 +132,7 @@ def validate(
     if rejected is not None:
         rejected.parent.mkdir(parents=True, exist_ok=True)
         result.rejected.to_csv(rejected, index=False)
-    print_validation(result, synthetic=cfg.data.synthetic)
+    print_validation(result, synthetic=cfg.data.is_synthetic)
     raise typer.Exit(result.exit_code)
 
 
@@ -136,16 +150,17 @@ def print_validation(result: Any, synthetic: bool) -> None:
         table.add_column("rows", justify="right")
         table.add_column("column: rule")
         for reason, count in counts.head(20).items():
-            table.add_row(str(count), str(reason))
+            table.add_row(str(count), Text(str(reason)))
         out.print(table)
         for problem in result.problems[:10]:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         if len(result.problems) > 10:
             err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
     for warning in result.warnings:
-        out.print(f"[yellow]warning:[/] {warning}")
+        out.print("warning: " + warning, style="yellow", markup=False)
     if result.ignored_columns:
-        out.print(f"ignored source columns (not in the contract): {result.ignored_columns[:20]}")
+        ignored = f"ignored source columns (not in the contract): {result.ignored_columns[:20]}"
+        out.print(ignored, markup=False)
     if result.accepted.empty:
         return
     miss = missingness(result.accepted)
@@ -180,23 +195,32 @@ def train(
     data: DataOpt = None,
     sets: SetOpt = None,
     experiment: Annotated[
-        str | None, typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment).")
+        str | None,
+        typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
 ) -> None:
     """Train, evaluate on a held-out test set, log to MLflow and register the model."""
     import json
 
     from inflamrx.training import train as run_training
 
+    _quiet_libraries()
     cfg = _config(config, data, sets)
     if experiment:
         cfg.tracking.experiment = experiment
     status = err if as_json else out
-    if cfg.data.synthetic:
+    if cfg.data.is_synthetic:
         status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
     with status.status("training") as spinner:
-        result = run_training(cfg, progress=lambda msg: (spinner.update(msg), status.log(msg)))
+
+        def progress(message: str) -> None:
+            spinner.update(message)
+            status.log(message)
+
+        result = run_training(cfg, progress=progress)
     if as_json:
         print(json.dumps(result.summary(), default=float))
         return
@@ -213,7 +237,9 @@ def print_training(result: Any) -> None:
     if result.cv_auroc:
         import numpy as np
 
-        out.print(f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds")
+        out.print(
+            f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds"
+        )
     table = Table(title="Held-out test set (95% bootstrap CIs)")
     for col in result.table.columns:
         table.add_column(str(col))
@@ -221,23 +247,39 @@ def print_training(result: Any) -> None:
         table.add_row(*[str(v) for v in row])
     out.print(table)
     for warning in result.warnings:
-        out.print(f"[yellow]warning:[/] {warning}")
-    out.print(f"run {result.run_id}\nmodel {result.model_uri}" + (f" (registered version {result.registered_version})" if result.registered_version else ""))
+        out.print("warning: " + warning, style="yellow", markup=False)
+    out.print(
+        f"run {result.run_id}\nmodel {result.model_uri}"
+        + (
+            f" (registered version {result.registered_version})"
+            if result.registered_version
+            else ""
+        )
+    )
 
 
 @app.command()
 @handles_input_errors
 def predict(
-    model: Annotated[str, typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...).")],
+    model: Annotated[
+        str,
+        typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...)."),
+    ],
     config: ConfigOpt = None,
     data: DataOpt = None,
     sets: SetOpt = None,
-    out_path: Annotated[Path, typer.Option("--out", help="CSV of patient_id, response_probability, predicted_response.")] = Path("predictions.csv"),
-    rejected: Annotated[Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")] = None,
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", help="CSV of patient_id, response_probability, predicted_response."),
+    ] = Path("predictions.csv"),
+    rejected: Annotated[
+        Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")
+    ] = None,
 ) -> None:
     """Score patients with a logged model, through the same data contract as training."""
     from inflamrx.prediction import predict as run_predict
 
+    _quiet_libraries()
     cfg = _config(config, data, sets)
     result = run_predict(model, cfg.data)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,9 +287,11 @@ def predict(
     if rejected is not None:
         result.validation.rejected.to_csv(rejected, index=False)
     v = result.validation
-    out.print(f"rows in {v.rows_in}: scored {len(result.predictions)}, rejected {len(v.rejected)}; threshold {result.threshold:g}; written {out_path}")
+    out.print(
+        f"rows in {v.rows_in}: scored {len(result.predictions)}, rejected {len(v.rejected)}; threshold {result.threshold:g}; written {out_path}"
+    )
     for problem in v.problems[:10]:
         err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     for warning in result.warnings:
-        out.print(f"[yellow]warning:[/] {warning}")
+        out.print("warning: " + warning, style="yellow", markup=False)
     raise typer.Exit(v.exit_code)

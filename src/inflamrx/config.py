@@ -5,6 +5,7 @@ Only the CLI reads files and the environment; library code receives a ``Config``
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +27,9 @@ class DataConfig(_Section):
     recode: dict[str, dict[str, str | bool]] = Field(default_factory=dict)
     missing_codes: dict[str, list[float | str]] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)
-    synthetic: bool = False  # labels every run, log and report made from this data
+    # Labels every run, log and report made from this data. None: synthetic when the file
+    # has the `<stem>.meta.json` that `inflamrx simulate` writes beside it, saying so.
+    synthetic: bool | None = None
 
     @field_validator("recode", mode="before")
     @classmethod
@@ -42,6 +45,19 @@ class DataConfig(_Section):
     @property
     def paths(self) -> list[str]:
         return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @property
+    def is_synthetic(self) -> bool:
+        if self.synthetic is not None:
+            return self.synthetic
+        return any(_says_synthetic(Path(p).with_suffix(".meta.json")) for p in self.paths)
+
+
+def _says_synthetic(meta: Path) -> bool:
+    try:
+        return bool(json.loads(meta.read_text()).get("synthetic", False))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class SimulateConfig(_Section):
@@ -62,7 +78,9 @@ class OutcomeConfig(_Section):
     @model_validator(mode="after")
     def _complete(self) -> OutcomeConfig:
         if self.kind == "threshold" and None in (self.column, self.op, self.value):
-            raise ValueError("outcome.kind 'threshold' needs outcome.column, outcome.op and outcome.value")
+            raise ValueError(
+                "outcome.kind 'threshold' needs outcome.column, outcome.op and outcome.value"
+            )
         if self.kind == "column" and self.column is None:
             raise ValueError("outcome.kind 'column' needs outcome.column (a yes/no column)")
         return self
@@ -203,9 +221,13 @@ def load_config(
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise InputError(f"{path} is a folder; give the path of a YAML config file") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not a text (UTF-8) YAML file") from None
         except yaml.YAMLError as err:
             raise InputError(f"{path} is not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -15,6 +15,8 @@ from inflamrx.outcomes import never_features
 
 
 def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMixin:
+    """The model step. XGBoost gets one thread unless asked: on few cores, two processes
+    each busy-waiting with several OpenMP threads run 15-30x slower, and cohorts are small."""
     if cfg.kind == "xgboost":
         return XGBClassifier(
             n_estimators=cfg.n_estimators,
@@ -28,7 +30,7 @@ def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMi
             tree_method="hist",
             eval_metric="logloss",
             random_state=cfg.seed,
-            n_jobs=n_jobs,
+            n_jobs=n_jobs if n_jobs is not None else 1,  # one thread: see build_estimator doc
         )
     solver = "lbfgs" if cfg.penalty == "l2" else "saga"
     return Pipeline(
@@ -40,7 +42,9 @@ def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMi
                 "logistic",
                 LogisticRegression(
                     C=cfg.C,
-                    l1_ratio=cfg.l1_ratio if cfg.penalty == "elasticnet" else (1.0 if cfg.penalty == "l1" else 0.0),
+                    l1_ratio=cfg.l1_ratio
+                    if cfg.penalty == "elasticnet"
+                    else (1.0 if cfg.penalty == "l1" else 0.0),
                     solver=solver,
                     max_iter=5000,
                     random_state=cfg.seed,

@@ -41,7 +41,9 @@ def never_features(cfg: OutcomeConfig) -> set[str]:
     Baseline severity stays a legitimate predictor of response; but a cross-sectional
     threshold on a scale total (PHQ-9 >= 10) makes that total and its items outcome data.
     """
-    banned = set(OUTCOME_COLUMNS) | (needed_columns(cfg) if cfg.kind in ("threshold", "column") else set())
+    banned = set(OUTCOME_COLUMNS) | (
+        needed_columns(cfg) if cfg.kind in ("threshold", "column") else set()
+    )
     for scale, total in SCALE_TOTALS.items():
         if total in banned:
             banned |= {f"{scale}_{i}" for i in SCALE_ITEMS[scale]}

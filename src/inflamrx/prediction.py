@@ -34,12 +34,17 @@ def load_model(model_uri: str) -> tuple[object, dict[str, object]]:
     return pipeline, dict(info.metadata or {})
 
 
-def score(pipeline: object, metadata: dict[str, object], cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    columns = [str(c) for c in metadata.get("input_columns", [])]  # type: ignore[union-attr]
+def score(
+    pipeline: object, metadata: dict[str, object], cohort: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str]]:
+    listed = metadata.get("input_columns", [])
+    columns = [str(c) for c in listed] if isinstance(listed, list) else []
     absent = [c for c in columns if c not in cohort]
     warnings = []
     if absent:
-        warnings.append(f"columns the model was trained with are absent and treated as missing: {absent}")
+        warnings.append(
+            f"columns the model was trained with are absent and treated as missing: {absent}"
+        )
     x = cohort.reindex(columns=columns)
     proba = pipeline.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
     threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
@@ -59,7 +64,9 @@ def predict(model_uri: str, data: DataConfig) -> PredictResult:
     validated = validate_cohort(data)
     threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
     if validated.accepted.empty:
-        empty = pd.DataFrame({"patient_id": [], "response_probability": [], "predicted_response": []})
+        empty = pd.DataFrame(
+            {"patient_id": [], "response_probability": [], "predicted_response": []}
+        )
         return PredictResult(empty, validated, threshold, ["no row was accepted"])
     predictions, warnings = score(pipeline, metadata, validated.accepted)
     return PredictResult(predictions, validated, threshold, warnings + validated.warnings)

@@ -59,7 +59,9 @@ def standard_tags(data_digest: str, synthetic: bool) -> dict[str, str]:
 
 
 @contextmanager
-def tracked_run(experiment_id: str, run_name: str, nested: bool = False) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(
+    experiment_id: str, run_name: str, nested: bool = False
+) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FAILED, with the error as a tag, when the job raises."""
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as run:
         try:

@@ -15,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import yaml
+from mlflow.data.pandas_dataset import from_pandas
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import (
@@ -58,6 +59,7 @@ class TrainResult:
     cv_auroc: list[float]
     evaluation: Evaluation
     table: pd.DataFrame  # metric, model, CRP > 3 rule, CRP alone (point and 95% CI)
+    test_patient_ids: list[str]  # in memory only (benchmarks); never logged
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -95,7 +97,9 @@ def data_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes() + ",".join(frame.columns).encode()).hexdigest()[:16]
 
 
-def split_once(y: pd.Series, groups: pd.Series | None, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_once(
+    y: pd.Series, groups: pd.Series | None, cfg: SplitConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """The one train/test split, made before anything is fitted."""
     positions = np.arange(len(y))
     if groups is not None:
@@ -125,21 +129,29 @@ def cross_validate(
         splits = GroupKFold(n_splits=min(cfg.cv_folds, n_groups)).split(x, y, groups)
     else:
         folds = max(2, min(cfg.cv_folds, int(min((y == 1).sum(), (y == 0).sum()))))
-        splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=cfg.cv_repeats, random_state=cfg.seed)
+        splitter = RepeatedStratifiedKFold(
+            n_splits=folds, n_repeats=cfg.cv_repeats, random_state=cfg.seed
+        )
         splits = splitter.split(x, y)
     scores = []
     for fit_idx, score_idx in splits:
         if y.iloc[score_idx].nunique() < 2:
             continue  # a fold with one outcome class has no AUROC
         fitted = clone(pipeline).fit(x.iloc[fit_idx], y.iloc[fit_idx])
-        scores.append(float(roc_auc_score(y.iloc[score_idx], fitted.predict_proba(x.iloc[score_idx])[:, 1])))
+        scores.append(
+            float(roc_auc_score(y.iloc[score_idx], fitted.predict_proba(x.iloc[score_idx])[:, 1]))
+        )
     return scores
 
 
 def subgroups(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
     """Clinical subgroups for subgroup AUROC: sex, age band, TRD, site (where present)."""
     out: dict[str, np.ndarray] = {"sex": cohort["sex"].astype(str).to_numpy()}
-    out["age_band"] = pd.cut(cohort["age"], [0, 40, 60, np.inf], right=False, labels=["<40", "40-59", ">=60"]).astype(str).to_numpy()
+    out["age_band"] = (
+        pd.cut(cohort["age"], [0, 40, 60, np.inf], right=False, labels=["<40", "40-59", ">=60"])
+        .astype(str)
+        .to_numpy()
+    )
     if "n_failed_antidepressants" in cohort:
         failed = cohort["n_failed_antidepressants"]
         out["trd"] = np.where(failed.isna(), "unknown", np.where(failed >= 2, "TRD", "not TRD"))
@@ -173,7 +185,10 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
         raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
     y_all = derive_outcome(cohort, config.outcome)
     known = y_all.notna().to_numpy()
-    cohort, y = cohort[known].reset_index(drop=True), y_all[known].astype(int).reset_index(drop=True)
+    cohort, y = (
+        cohort[known].reset_index(drop=True),
+        y_all[known].astype(int).reset_index(drop=True),
+    )
     columns = model_input_columns(list(cohort.columns), config)
     x = cohort[columns]
     group_col = config.split.group_by
@@ -182,21 +197,39 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
     groups = cohort[group_col].fillna("unknown").astype(str) if group_col else None
 
     train_idx, test_idx = split_once(y, groups, config.split)
-    x_train, y_train, x_test, y_test = x.iloc[train_idx], y.iloc[train_idx], x.iloc[test_idx], y.iloc[test_idx]
+    x_train, y_train, x_test, y_test = (
+        x.iloc[train_idx],
+        y.iloc[train_idx],
+        x.iloc[test_idx],
+        y.iloc[test_idx],
+    )
     pipeline = build_pipeline(config)
 
     experiment_id = use_experiment(config.tracking.experiment)
     digest = data_digest(cohort)
     with tracked_run(experiment_id, run_name=f"train-{config.model.kind}") as run:
-        mlflow.set_tags(standard_tags(digest, config.data.synthetic) | {"job": "train", "outcome": describe(config.outcome)})
+        mlflow.set_tags(
+            standard_tags(digest, config.data.is_synthetic)
+            | {"job": "train", "outcome": describe(config.outcome)}
+        )
         mlflow.log_params(flatten(config))
-        dataset = mlflow.data.from_pandas(
-            x.assign(outcome=y), source=",".join(config.data.paths), targets="outcome", name="cohort", digest=digest
+        dataset = from_pandas(
+            x.assign(outcome=y),
+            source=",".join(config.data.paths),
+            targets="outcome",
+            name="cohort",
+            digest=digest,
         )
         mlflow.log_input(dataset, context="training")
 
         say(f"cross-validating on {len(train_idx)} training patients")
-        cv_scores = cross_validate(pipeline, x_train, y_train, groups.iloc[train_idx] if groups is not None else None, config.split)
+        cv_scores = cross_validate(
+            pipeline,
+            x_train,
+            y_train,
+            groups.iloc[train_idx] if groups is not None else None,
+            config.split,
+        )
         say("fitting the final pipeline")
         fitted = clone(pipeline).fit(x_train, y_train)
         n_features = len(fitted.named_steps["features"].get_feature_names_out())
@@ -210,7 +243,9 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
             p_test,
             baseline_rule=crp > 3,
             baseline_rule_name=CRP_RULE,
-            subgroups={k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups},
+            subgroups={
+                k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
+            },
             thresholds=tuple(config.evaluation.thresholds),
             n_boot=config.evaluation.n_bootstrap,
             seed=config.evaluation.seed,
@@ -228,10 +263,17 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
             "events_per_variable": float(epv.epv),
         }
         if cv_scores:
-            metrics |= {"cv_auroc_mean": float(np.mean(cv_scores)), "cv_auroc_sd": float(np.std(cv_scores))}
+            metrics |= {
+                "cv_auroc_mean": float(np.mean(cv_scores)),
+                "cv_auroc_sd": float(np.std(cv_scores)),
+            }
         for name, est in baselines.items():
             key = f"baseline_{name}"
-            metrics |= {key: est.estimate, f"{key}_ci_low": est.ci_low, f"{key}_ci_high": est.ci_high}
+            metrics |= {
+                key: est.estimate,
+                f"{key}_ci_low": est.ci_low,
+                f"{key}_ci_high": est.ci_high,
+            }
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -239,22 +281,28 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
                 evaluation,
                 folder,
                 extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
-                cohort_label="SYNTHETIC cohort" if config.data.synthetic else None,
+                cohort_label="SYNTHETIC cohort" if config.data.is_synthetic else None,
             )
             table.to_csv(folder / "metrics_table.csv", index=False)
             evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
-            (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-            (folder / "validation.json").write_text(json.dumps(_validation_counts(validated, int((~known).sum())), indent=2))
+            (folder / "config.yaml").write_text(
+                yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+            )
+            (folder / "validation.json").write_text(
+                json.dumps(_validation_counts(validated, int((~known).sum())), indent=2)
+            )
             mlflow.log_artifacts(str(folder), artifact_path="evaluation")
 
         say("logging and registering the model")
-        model_uri, version = log_pipeline(fitted, x_train, config, synthetic=config.data.synthetic)
+        model_uri, version = log_pipeline(
+            fitted, x_train, config, synthetic=config.data.is_synthetic
+        )
         result = TrainResult(
             run_id=run.info.run_id,
             model_uri=model_uri,
             registered_version=version,
             outcome=describe(config.outcome),
-            synthetic=config.data.synthetic,
+            synthetic=config.data.is_synthetic,
             n_train=len(train_idx),
             n_test=len(test_idx),
             n_rejected=len(validated.rejected),
@@ -262,6 +310,7 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
             cv_auroc=cv_scores,
             evaluation=evaluation,
             table=table,
+            test_patient_ids=test_cohort["patient_id"].astype(str).tolist(),
             warnings=warnings,
         )
     return result
@@ -275,7 +324,11 @@ def crp_baselines(y: np.ndarray, crp: np.ndarray, config: Config) -> dict[str, E
     boot = {"n_boot": config.evaluation.n_bootstrap, "seed": config.evaluation.seed}
     alone = bootstrap_metric_ci(y, crp / (1.0 + crp), **boot)  # monotone map: same ranks as CRP
     rule = bootstrap_metric_ci(y, (crp > 3).astype(float), **boot)
-    return {"crp_alone_auroc": alone.auroc, "crp_alone_auprc": alone.auprc, "crp_rule_auroc": rule.auroc}
+    return {
+        "crp_alone_auroc": alone.auroc,
+        "crp_alone_auprc": alone.auprc,
+        "crp_rule_auroc": rule.auroc,
+    }
 
 
 def _fmt(est: Estimate) -> str:
@@ -294,7 +347,9 @@ def baseline_table(evaluation: Evaluation, base: dict[str, Estimate]) -> pd.Data
         ("Calibration intercept", _fmt(m.calibration_intercept), "", ""),
         ("Calibration slope", _fmt(m.calibration_slope), "", ""),
     ]
-    model_rows = evaluation.threshold_table[evaluation.threshold_table["classifier_kind"] == "model"]
+    model_rows = evaluation.threshold_table[
+        evaluation.threshold_table["classifier_kind"] == "model"
+    ]
     for stat in ("sensitivity", "specificity", "ppv", "npv"):
         rule_text = ""
         if not rule.empty:
