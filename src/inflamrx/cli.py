@@ -56,6 +56,21 @@ def handles_input_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def write_table(frame: Any, path: Path) -> None:
+    """Write a CSV or Parquet output; an unwritable path is an input error, not a traceback."""
+    import csv
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame.to_parquet(path, index=False)
+        else:
+            # Quote every field: a value holding a line break must stay one record.
+            frame.to_csv(path, index=False, quoting=csv.QUOTE_ALL)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _quiet_libraries() -> None:
     """MLflow's informational logs and hints drown the output a user reads; keep errors."""
     import logging
@@ -127,11 +142,9 @@ def validate(
     cfg = _config(config, data, sets)
     result = validate_cohort(cfg.data)
     if out_path is not None:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        result.accepted.to_parquet(out_path, index=False)
+        write_table(result.accepted, out_path)
     if rejected is not None:
-        rejected.parent.mkdir(parents=True, exist_ok=True)
-        result.rejected.to_csv(rejected, index=False)
+        write_table(result.rejected, rejected)
     print_validation(result, synthetic=cfg.data.is_synthetic)
     raise typer.Exit(result.exit_code)
 
@@ -282,10 +295,9 @@ def predict(
     _quiet_libraries()
     cfg = _config(config, data, sets)
     result = run_predict(model, cfg.data)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    result.predictions.to_csv(out_path, index=False)
+    write_table(result.predictions, out_path)
     if rejected is not None:
-        result.validation.rejected.to_csv(rejected, index=False)
+        write_table(result.validation.rejected, rejected)
     v = result.validation
     out.print(
         f"rows in {v.rows_in}: scored {len(result.predictions)}, rejected {len(v.rejected)}; threshold {result.threshold:g}; written {out_path}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,10 @@ _IDENTIFIER_TOKENS = {
     "dob", "birthdate", "birthday", "address", "street", "postcode", "zipcode", "zip",
     "mrn", "phone", "telephone", "mobile", "email", "ssn", "nhs",
 }  # fmt: skip
-_IDENTIFIER_PHRASES = ("dateofbirth", "email", "phone", "medicalrecord", "address", "socialsec")
+_IDENTIFIER_PHRASES = (
+    "dateofbirth", "birthdate", "email", "phone", "medicalrecord", "address", "socialsec",
+    "postcode",
+)  # fmt: skip
 # Below this, an XPT float is SAS's rendering of an exact zero (about 5.4e-79).
 _XPT_ZERO = 1e-70
 
@@ -43,22 +47,28 @@ class SourceTable:
 
 def _identifier_reason(column: str) -> str | None:
     spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", column).lower()
-    tokens = {t for t in re.split(r"[^a-z0-9]+", spaced) if t}
-    squashed = "".join(tokens)
-    hit = sorted(tokens & _IDENTIFIER_TOKENS) or [p for p in _IDENTIFIER_PHRASES if p in squashed]
+    tokens = [t for t in re.split(r"[^a-z0-9]+", spaced) if t]
+    squashed = "".join(tokens)  # in column order: 'date_of_birth' -> 'dateofbirth'
+    hit = sorted(set(tokens) & _IDENTIFIER_TOKENS) or [
+        p for p in _IDENTIFIER_PHRASES if p in squashed
+    ]
     return hit[0] if hit else None
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every column as text; integral floats as '7' not '7.0' (XPT and Parquet store codes as floats)."""
+    """Every column as text; integral floats as '7', not '7.0' (XPT/Parquet codes are floats)."""
     out = {}
     for col in frame.columns:
         s = frame[col]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        if pd.api.types.is_integer_dtype(s):
+            # Exact digits: through float, an id above 2**53 would change (and could collide).
+            out[col] = s.astype("str").where(s.notna())
+        elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             v = s.to_numpy(dtype=float, na_value=np.nan)
             v = np.where(np.abs(v) < _XPT_ZERO, 0.0, v)
             integral = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 1e15)
-            text = np.where(integral, np.round(np.nan_to_num(v)).astype("int64").astype(str), v.astype(str))
+            whole = np.round(np.where(integral, v, 0.0)).astype("int64")  # no overflow on 1e20
+            text = np.where(integral, whole.astype(str), v.astype(str))
             out[col] = pd.Series(text, index=frame.index, dtype="str").where(~np.isnan(v))
         else:
             out[col] = s.astype("str").where(s.notna())
@@ -72,6 +82,7 @@ def _read_csv(path: Path) -> SourceTable:
         raise InputError(f"{path}: not a text CSV file (it contains binary data)") from None
     if "\x00" in text:
         raise InputError(f"{path}: not a text CSV file (it contains binary data)")
+    physical = io.StringIO(text, newline="").readlines()  # the lines csv.reader sees
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -102,6 +113,8 @@ def _read_csv(path: Path) -> SourceTable:
                 fields = next(reader)
             except StopIteration:
                 break
+            if reader.line_num > first_line:
+                _check_closed_quotes(path, physical[first_line - 1 : reader.line_num], first_line)
             if not any(f.strip() for f in fields):
                 continue  # a blank line is not a row
             if len(fields) == len(header):
@@ -122,6 +135,21 @@ def _read_csv(path: Path) -> SourceTable:
     return SourceTable(raw, pd.Series(lines, dtype="int64"), tuple(malformed))
 
 
+def _check_closed_quotes(path: Path, lines: list[str], first_line: int) -> None:
+    """A record spanning lines must end with its quote closed.
+
+    The lenient reader runs an unclosed quote to the end of the file, which would turn every
+    following line into one value of one row: those rows would be lost, so the file is refused.
+    """
+    try:
+        list(csv.reader(io.StringIO("".join(lines), newline=""), strict=True))
+    except csv.Error:
+        raise InputError(
+            f'{path}: line {first_line}: a quote (") opens a value that is not closed properly '
+            f"(the value runs over {len(lines)} lines); close the quote or remove it"
+        ) from None
+
+
 def _read_one(path: Path) -> SourceTable:
     if not path.exists():
         raise InputError(f"data file not found: {path}")
@@ -134,7 +162,10 @@ def _read_one(path: Path) -> SourceTable:
         if suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         elif suffix == ".xpt":
-            frame = pd.read_sas(path, format="xport")
+            with warnings.catch_warnings():
+                # pandas reads a truncated file up to where it stops: rows would be lost.
+                warnings.filterwarnings("error", message="xport file may be corrupted")
+                frame = pd.read_sas(path, format="xport")
         else:
             raise InputError(f"{path}: unknown file type {suffix!r}; use .csv, .parquet or .xpt")
     except InputError:
@@ -159,10 +190,19 @@ def read_sources(data: DataConfig) -> SourceTable:
         raise InputError("data.path lists several files: set data.join_on to the key column")
     joined = first.raw
     for path in paths[1:]:
-        other = _read_one(path).raw
+        table = _read_one(path)
+        if table.malformed:
+            line, what = table.malformed[0]
+            raise InputError(
+                f"{path}: line {line}: {what}; a file joined on {key} must be well-formed "
+                "(its rows are not rows of the cohort, so they cannot be rejected one by one)"
+            )
+        other = table.raw
         for name, frame in ((paths[0], joined), (path, other)):
             if key not in frame.columns:
                 raise InputError(f"{name}: the join key {key!r} is not a column of this file")
+        # A missing key matches nothing: pandas would join missing to missing.
+        other = other[other[key].notna()]
         repeated = other[key][other[key].duplicated()].dropna()
         if len(repeated):
             raise InputError(
@@ -202,6 +242,12 @@ def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, li
         raise InputError(
             f"data.columns refers to source columns that are not in the file: {missing}. "
             f"The file has: {sorted(raw.columns)[:40]}"
+        )
+    both = sorted(set(data.columns.values()) & set(data.drop))
+    if both:
+        raise InputError(
+            f"data.drop lists columns that data.columns maps: {both}; a column is either read "
+            "(data.columns) or dropped (data.drop), not both"
         )
     kept = raw.drop(columns=[c for c in data.drop if c in raw.columns])
     by_source = {src: canon for canon, src in data.columns.items()}

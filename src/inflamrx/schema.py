@@ -7,13 +7,13 @@ schema that checks a table is built from the same specs, so the contract cannot 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import cache
 
 import pandera.pandas as pa
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     STRING = "string"
     NUMBER = "number"
     INTEGER = "integer"
@@ -21,7 +21,7 @@ class Kind(str, Enum):
     BOOLEAN = "boolean"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     IDENTITY = "identity"  # who / where: never a feature
     BASELINE = "baseline"  # known before treatment: may be a feature
     OUTCOME = "outcome"  # follow-up and outcome: never a feature

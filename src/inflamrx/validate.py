@@ -112,7 +112,7 @@ class _Checker:
         for pos in np.flatnonzero(bad.to_numpy()):
             hint = " (or '<LOD' when below the detection limit)" if spec.lod else ""
             self.add(
-                pos,
+                int(pos),
                 spec.name,
                 text.iloc[pos],
                 f"not a number; {spec.label} {rule_text(spec)}{hint}",
@@ -128,7 +128,7 @@ class _Checker:
         out[low.isin(_FALSE)] = False
         for pos in np.flatnonzero((text.notna() & out.isna()).to_numpy()):
             self.add(
-                pos, spec.name, text.iloc[pos], f"{spec.label} {rule_text(spec)}", "not yes/no"
+                int(pos), spec.name, text.iloc[pos], f"{spec.label} {rule_text(spec)}", "not yes/no"
             )
         return out
 
@@ -137,7 +137,26 @@ class _Checker:
         # Match case-insensitively ("female" is not guessed, "f" becomes "F").
         by_lower = {a.lower(): a for a in spec.allowed}
         stripped = text.str.strip()
-        return stripped.map(lambda v: by_lower.get(v.lower(), v) if isinstance(v, str) else v)
+        # .astype: an all-empty column would otherwise come back as float64 and fail the dtype.
+        mapped = stripped.map(lambda v: by_lower.get(v.lower(), v) if isinstance(v, str) else v)
+        return mapped.astype("str")
+
+
+def _check_keyed_options(data: DataConfig) -> None:
+    """data.units / recode / missing_codes are keyed by canonical names: a typo must not pass.
+
+    Silently skipping ``units: {crp_mg_L: mg/dL}`` would leave CRP ten times too small.
+    """
+    for option in ("units", "recode", "missing_codes"):
+        unknown = sorted(set(getattr(data, option)) - set(COLUMNS))
+        if unknown:
+            raise InputError(
+                f"data.{option} names unknown canonical columns {unknown}; data.{option} is "
+                "keyed by canonical names (for example crp_mg_l, sex, phq9_1), not source names"
+            )
+    unitless = sorted(c for c in data.units if COLUMNS[c].kind not in (Kind.NUMBER, Kind.INTEGER))
+    if unitless:
+        raise InputError(f"data.units names columns that have no unit: {unitless}")
 
 
 def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
@@ -180,12 +199,16 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
                 parsed_flag = (
                     below.notna() if below is not None else pd.Series(False, index=text.index)
                 )
-                previous = frame[flag] if flag in frame else None
-                out[flag] = parsed_flag.astype("boolean")
-                if previous is not None:
+                prev: pd.Series | None = None
+                if flag in out:  # the flag column came first and is already parsed (and checked)
+                    prev = out[flag]
+                elif flag in frame:
+                    source_flag = frame[flag]
                     prev = checker.boolean(
-                        previous.astype("str").where(previous.notna()), COLUMNS[flag]
+                        source_flag.astype("str").where(source_flag.notna()), COLUMNS[flag]
                     )
+                out[flag] = parsed_flag.astype("boolean")
+                if prev is not None:
                     out[flag] = (out[flag] | prev.fillna(False)).astype("boolean")
                 out[flag] = out[flag].where(values.notna() | out[flag], pd.NA).astype("boolean")
         elif spec.kind is Kind.BOOLEAN:
@@ -240,6 +263,7 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     """Validate an already-read source table against the cohort contract."""
     if source.raw.empty and not source.malformed:
         raise InputError("the input has a header but no data rows")
+    _check_keyed_options(data)
     mapped, ignored = map_columns(source, data)
     absent = [c for c in REQUIRED if c not in mapped.columns]
     if absent:
@@ -259,10 +283,12 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     bad = np.zeros(len(scored), dtype=bool)
     bad[list(checker.problems)] = True
     accepted = _cast(scored[~bad]).reset_index(drop=True)
-    rejected = source.raw[bad].copy()
+    # Source values as written, minus data.drop (identifiers must not reappear in this file).
+    rejected = source.raw.drop(columns=[c for c in data.drop if c in source.raw])[bad]
+    rejected = rejected.rename(columns=_renames_for_output(list(rejected.columns)))
     rejected.insert(0, ROW, source.rows[bad].to_numpy())
     rejected["reason"] = [
-        "; ".join(p.reason() for p in checker.problems[pos]) for pos in np.flatnonzero(bad)
+        "; ".join(p.reason() for p in checker.problems[int(pos)]) for pos in np.flatnonzero(bad)
     ]
     problems = [p for pos in sorted(checker.problems) for p in checker.problems[pos]]
     if source.malformed:
@@ -278,6 +304,18 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         if col in accepted and (n := int((accepted[col] > limit).sum())):
             warnings.append(f"{n} accepted rows with {what}")
     return ValidationResult(accepted, rejected.reset_index(drop=True), problems, ignored, warnings)
+
+
+def _renames_for_output(columns: list[str]) -> dict[str, str]:
+    """Source columns called 'row' or 'reason' become 'source_row' ... (ours are added)."""
+    renames: dict[str, str] = {}
+    for name in (ROW, "reason"):
+        if name in columns:
+            new = f"source_{name}"
+            while new in columns or new in renames.values():
+                new = f"source_{new}"
+            renames[name] = new
+    return renames
 
 
 def validate_cohort(data: DataConfig) -> ValidationResult:

@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny canonical cohorts and writers that put them on disk under tmp_path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from inflamrx.config import DataConfig
+from inflamrx.validate import ValidationResult, validate_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+NHANES = REPO / "data" / "nhanes-2017-2018"
+
+# Three valid patients; the header is line 1, so p1 is on line 2, p2 on line 3, p3 on line 4.
+TINY_HEADER = (
+    "patient_id",
+    "age",
+    "sex",
+    "crp_mg_l",
+    "il6_pg_ml",
+    "smoking",
+    "n_failed_antidepressants",
+    "autoimmune_disease",
+    "madrs_total",
+)
+TINY_ROWS = (
+    ("p1", "34", "F", "1.2", "0.9", "never", "2", "no", "28"),
+    ("p2", "51", "M", "4.5", "", "former", "0", "yes", "31"),
+    ("p3", "46", "F", "0.4", "2.1", "current", "3", "", "22"),
+)
+
+
+def csv_text(header: tuple[str, ...] | list[str], rows: Any, newline: str = "\n") -> str:
+    """Comma-joined lines (no quoting: the tests choose cells without commas or quotes)."""
+    lines = [",".join(header), *(",".join(str(c) for c in row) for row in rows)]
+    return newline.join(lines) + newline
+
+
+def flat(text: str) -> str:
+    """Rich wraps long lines at word boundaries; compare messages with whitespace collapsed."""
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.fixture
+def tiny_frame() -> pd.DataFrame:
+    """The tiny cohort as text, exactly as a site would type it."""
+    return pd.DataFrame(list(TINY_ROWS), columns=list(TINY_HEADER), dtype="str")
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[..., Path]:
+    """write_file(text_or_bytes, name='cohort.csv') -> the path, under tmp_path."""
+
+    def write(content: str | bytes, name: str = "cohort.csv") -> Path:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_csv(write_file: Callable[..., Path]) -> Path:
+    return write_file(csv_text(TINY_HEADER, TINY_ROWS))
+
+
+@pytest.fixture
+def write_tiny(write_file: Callable[..., Path]) -> Callable[..., Path]:
+    """write_tiny(changes={(line, column): value}, extra={column: [values]}) -> a CSV path.
+
+    Starts from the three valid TINY_ROWS; ``line`` is the file line (p1 = 2, p2 = 3, p3 = 4).
+    """
+
+    def write(
+        changes: dict[tuple[int, str], str] | None = None,
+        extra: dict[str, list[str]] | None = None,
+        name: str = "cohort.csv",
+    ) -> Path:
+        header = list(TINY_HEADER) + list(extra or {})
+        rows = []
+        for i, row in enumerate(TINY_ROWS):
+            cells = dict(zip(TINY_HEADER, row, strict=True))
+            cells |= {col: values[i] for col, values in (extra or {}).items()}
+            for (line, col), value in (changes or {}).items():
+                if line == i + 2:
+                    cells[col] = value
+            rows.append([cells[c] for c in header])
+        return write_file(csv_text(header, rows), name)
+
+    return write
+
+
+@pytest.fixture
+def run_csv(write_file: Callable[..., Path]) -> Callable[..., ValidationResult]:
+    """run_csv(text, **data_config) -> ValidationResult of that CSV text."""
+
+    def run(text: str, name: str = "cohort.csv", **data: Any) -> ValidationResult:
+        return validate_cohort(DataConfig(path=str(write_file(text, name)), **data))
+
+    return run
