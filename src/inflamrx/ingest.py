@@ -172,6 +172,11 @@ def _read_one(path: Path) -> SourceTable:
         raise
     except Exception as err:  # any reader failure means the file cannot be used
         raise InputError(f"{path}: cannot be read as {suffix[1:]}: {err}") from None
+    return table_from_frame(frame)
+
+
+def table_from_frame(frame: pd.DataFrame) -> SourceTable:
+    """An in-memory table as a source: values as text, rows numbered from 1 (records)."""
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
     return SourceTable(_as_text(frame), pd.Series(np.arange(1, len(frame) + 1), dtype="int64"))

@@ -34,6 +34,11 @@ def load_model(model_uri: str) -> tuple[object, dict[str, object]]:
     return pipeline, dict(info.metadata or {})
 
 
+def decision_threshold(metadata: dict[str, object]) -> float:
+    """The threshold stored with the model (serving.threshold at training time)."""
+    return float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
+
+
 def score(
     pipeline: object, metadata: dict[str, object], cohort: pd.DataFrame
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -47,7 +52,7 @@ def score(
         )
     x = cohort.reindex(columns=columns)
     proba = pipeline.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
-    threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
+    threshold = decision_threshold(metadata)
     out = pd.DataFrame(
         {
             "patient_id": cohort["patient_id"].to_numpy(),
@@ -62,7 +67,7 @@ def predict(model_uri: str, data: DataConfig) -> PredictResult:
     """Validate ``data`` with the cohort contract, then score the accepted rows."""
     pipeline, metadata = load_model(model_uri)
     validated = validate_cohort(data)
-    threshold = float(metadata.get("decision_threshold", 0.5))  # type: ignore[arg-type]
+    threshold = decision_threshold(metadata)
     if validated.accepted.empty:
         empty = pd.DataFrame(
             {"patient_id": [], "response_probability": [], "predicted_response": []}

@@ -15,7 +15,7 @@ import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
 from inflamrx.errors import InputError
-from inflamrx.ingest import ROW, SourceTable, map_columns, read_sources
+from inflamrx.ingest import ROW, SourceTable, map_columns, read_sources, table_from_frame
 from inflamrx.scales import score_scales
 from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
 
@@ -325,12 +325,7 @@ def validate_cohort(data: DataConfig) -> ValidationResult:
 
 def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> ValidationResult:
     """Validate an in-memory table (for example records sent to a served model)."""
-    from inflamrx.ingest import _as_text
-
-    source = SourceTable(
-        _as_text(frame.reset_index(drop=True)), pd.Series(np.arange(1, len(frame) + 1))
-    )
-    return validate_source(source, data or DataConfig())
+    return validate_source(table_from_frame(frame), data or DataConfig())
 
 
 # Reference ranges for the summary: (low, high, source).
