@@ -13,7 +13,8 @@ from inflamrx.errors import InputError
 
 DATA_KEYS = "columns, drop, join_on, missing_codes, path, recode, synthetic, units"
 TOP_KEYS = (
-    "data, evaluation, features, model, outcome, registry, serving, simulate, split, tracking"
+    "data, evaluation, features, model, outcome, registry, report, serving, simulate, split, "
+    "tracking, tuning"
 )
 
 

@@ -135,6 +135,82 @@ class RegistryConfig(_Section):
 
 class ServingConfig(_Section):
     threshold: float = Field(0.5, gt=0, lt=1)  # decision threshold stored with the model
+    top_factors: int = Field(3, ge=0, le=20)  # SHAP reasons returned per patient; 0 = none
+
+
+class ParamRange(_Section):
+    """One hyperparameter's search range: numeric (low..high, optionally log/integer) or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[str | float] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamRange:
+        if self.choices is None and (self.low is None or self.high is None or self.low > self.high):
+            raise ValueError("a search range needs low <= high, or a list of choices")
+        if self.log and self.low is not None and self.low <= 0:
+            raise ValueError("a log-scale search range needs low > 0")
+        return self
+
+
+def _xgboost_space() -> dict[str, ParamRange]:
+    return {
+        "max_depth": ParamRange(low=2, high=6, integer=True),
+        "learning_rate": ParamRange(low=0.01, high=0.2, log=True),
+        "n_estimators": ParamRange(low=50, high=600, integer=True, log=True),
+        "subsample": ParamRange(low=0.5, high=1.0),
+        "colsample_bytree": ParamRange(low=0.4, high=1.0),
+        "min_child_weight": ParamRange(low=1, high=30, log=True),
+        "reg_lambda": ParamRange(low=0.1, high=50, log=True),
+        "reg_alpha": ParamRange(low=1e-3, high=10, log=True),
+    }
+
+
+def _logistic_space() -> dict[str, ParamRange]:
+    return {
+        "C": ParamRange(low=1e-3, high=10, log=True),
+        "penalty": ParamRange(choices=["l2", "l1", "elasticnet"]),
+        "l1_ratio": ParamRange(low=0.05, high=0.95),
+    }
+
+
+class TuningConfig(_Section):
+    n_trials: int = Field(40, ge=1)
+    timeout_s: float | None = Field(None, gt=0)  # stop starting trials after this many seconds
+    seed: int = 0  # TPE sampler seed
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    cv_folds: int = Field(5, ge=2)  # folds inside each trial (training data only)
+    # Honest estimate of the whole procedure: outer folds, each running its own inner study.
+    nested_folds: int = Field(3, ge=2)
+    nested_trials: int | None = Field(None, ge=1)  # trials per inner study; None = n_trials
+    # XGBoost early stopping on an inner validation part of each fitting fold.
+    early_stopping_rounds: int = Field(30, ge=1)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    xgboost_space: dict[str, ParamRange] = Field(default_factory=_xgboost_space)
+    logistic_space: dict[str, ParamRange] = Field(default_factory=_logistic_space)
+
+    @field_validator("xgboost_space", "logistic_space")
+    @classmethod
+    def _known_parameters(cls, space: dict[str, ParamRange]) -> dict[str, ParamRange]:
+        tunable = set(ModelConfig.model_fields) - {"seed", "kind"}
+        unknown = sorted(set(space) - tunable)
+        if unknown:
+            allowed = ", ".join(sorted(tunable))
+            raise ValueError(
+                f"unknown model parameters {unknown} in a search space; allowed: {allowed}"
+            )
+        return space
+
+
+class ReportConfig(_Section):
+    enabled: bool = True  # train and tune write the SHAP report for the logged model
+    max_patients: int = Field(2000, ge=10)  # rows explained for the cohort figures (sampled)
+    example_patients: int = Field(3, ge=0, le=20)  # per-patient waterfalls in the report
+    dependence_features: int = Field(6, ge=1, le=20)
+    seed: int = 0
 
 
 class Config(_Section):
@@ -148,6 +224,8 @@ class Config(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _format_error(err: ValidationError, source: str) -> str:

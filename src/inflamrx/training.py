@@ -179,7 +179,34 @@ def train(config: Config, progress: Progress | None = None) -> TrainResult:
     return train_on(validated, config, say)
 
 
-def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
+@dataclass
+class PreparedCohort:
+    """Accepted rows with a known outcome, the model's input columns and the one split."""
+
+    cohort: pd.DataFrame
+    x: pd.DataFrame
+    y: pd.Series
+    groups: pd.Series | None
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    n_without_outcome: int
+    digest: str
+
+    @property
+    def x_train(self) -> pd.DataFrame:
+        return self.x.iloc[self.train_idx]
+
+    @property
+    def y_train(self) -> pd.Series:
+        return self.y.iloc[self.train_idx]
+
+    @property
+    def groups_train(self) -> pd.Series | None:
+        return self.groups.iloc[self.train_idx] if self.groups is not None else None
+
+
+def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
+    """Derive the outcome, choose the input columns and split once, before any fitting."""
     cohort = validated.accepted
     if cohort.empty:
         raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
@@ -189,131 +216,146 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
         cohort[known].reset_index(drop=True),
         y_all[known].astype(int).reset_index(drop=True),
     )
-    columns = model_input_columns(list(cohort.columns), config)
-    x = cohort[columns]
+    x = cohort[model_input_columns(list(cohort.columns), config)]
     group_col = config.split.group_by
     if group_col is not None and group_col not in cohort:
         raise InputError(f"split.group_by is {group_col!r}, but the cohort has no such column")
     groups = cohort[group_col].fillna("unknown").astype(str) if group_col else None
-
     train_idx, test_idx = split_once(y, groups, config.split)
-    x_train, y_train, x_test, y_test = (
-        x.iloc[train_idx],
-        y.iloc[train_idx],
-        x.iloc[test_idx],
-        y.iloc[test_idx],
+    return PreparedCohort(
+        cohort=cohort,
+        x=x,
+        y=y,
+        groups=groups,
+        train_idx=train_idx,
+        test_idx=test_idx,
+        n_without_outcome=int((~known).sum()),
+        digest=data_digest(cohort),
     )
+
+
+def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
+    """Tags, flattened config and dataset lineage (digest and schema, no rows) of the active run."""
+    mlflow.set_tags(
+        standard_tags(data.digest, config.data.is_synthetic)
+        | {"job": job, "outcome": describe(config.outcome)}
+    )
+    mlflow.log_params(flatten(config))
+    dataset = from_pandas(
+        data.x.assign(outcome=data.y),
+        source=",".join(config.data.paths),
+        targets="outcome",
+        name="cohort",
+        digest=data.digest,
+    )
+    mlflow.log_input(dataset, context="training")
+
+
+def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
+    data = prepare(validated, config)
     pipeline = build_pipeline(config)
-
     experiment_id = use_experiment(config.tracking.experiment)
-    digest = data_digest(cohort)
     with tracked_run(experiment_id, run_name=f"train-{config.model.kind}") as run:
-        mlflow.set_tags(
-            standard_tags(digest, config.data.is_synthetic)
-            | {"job": "train", "outcome": describe(config.outcome)}
-        )
-        mlflow.log_params(flatten(config))
-        dataset = from_pandas(
-            x.assign(outcome=y),
-            source=",".join(config.data.paths),
-            targets="outcome",
-            name="cohort",
-            digest=digest,
-        )
-        mlflow.log_input(dataset, context="training")
-
-        say(f"cross-validating on {len(train_idx)} training patients")
+        log_job_inputs(data, config, job="train")
+        say(f"cross-validating on {len(data.train_idx)} training patients")
         cv_scores = cross_validate(
-            pipeline,
-            x_train,
-            y_train,
-            groups.iloc[train_idx] if groups is not None else None,
-            config.split,
+            pipeline, data.x_train, data.y_train, data.groups_train, config.split
         )
         say("fitting the final pipeline")
-        fitted = clone(pipeline).fit(x_train, y_train)
-        n_features = len(fitted.named_steps["features"].get_feature_names_out())
+        fitted = clone(pipeline).fit(data.x_train, data.y_train)
+        return evaluate_and_log(run.info.run_id, fitted, data, validated, config, cv_scores, say)
 
-        say(f"evaluating once on {len(test_idx)} held-out patients")
-        p_test = fitted.predict_proba(x_test)[:, 1]
-        test_cohort = cohort.iloc[test_idx].reset_index(drop=True)
-        crp = test_cohort["crp_mg_l"].to_numpy(dtype=float)
-        evaluation = evaluate_predictions(
-            y_test.to_numpy(),
-            p_test,
-            baseline_rule=crp > 3,
-            baseline_rule_name=CRP_RULE,
-            subgroups={
-                k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
-            },
-            thresholds=tuple(config.evaluation.thresholds),
-            n_boot=config.evaluation.n_bootstrap,
-            seed=config.evaluation.seed,
-        )
-        baselines = crp_baselines(y_test.to_numpy(), crp, config)
-        table = baseline_table(evaluation, baselines)
-        epv = events_per_variable(y_train.to_numpy(), n_features)
-        warnings = [w for w in [epv.warning, *evaluation.notes, *validated.warnings] if w]
 
-        metrics = evaluation.to_mlflow_metrics() | {
-            "n_train": float(len(train_idx)),
-            "n_test": float(len(test_idx)),
-            "n_rejected": float(len(validated.rejected)),
-            "n_without_outcome": float((~known).sum()),
-            "events_per_variable": float(epv.epv),
+def evaluate_and_log(
+    run_id: str,
+    fitted: Pipeline,
+    data: PreparedCohort,
+    validated: ValidationResult,
+    config: Config,
+    cv_scores: list[float],
+    say: Progress,
+) -> TrainResult:
+    """Evaluate the fitted pipeline once on the held-out test set, log the evaluation to the
+    active run, then log and register the model. Shared by ``train`` and ``tune``."""
+    test_idx = data.test_idx
+    x_test, y_test = data.x.iloc[test_idx], data.y.iloc[test_idx]
+    n_features = len(fitted.named_steps["features"].get_feature_names_out())
+
+    say(f"evaluating once on {len(test_idx)} held-out patients")
+    p_test = fitted.predict_proba(x_test)[:, 1]
+    test_cohort = data.cohort.iloc[test_idx].reset_index(drop=True)
+    crp = test_cohort["crp_mg_l"].to_numpy(dtype=float)
+    evaluation = evaluate_predictions(
+        y_test.to_numpy(),
+        p_test,
+        baseline_rule=crp > 3,
+        baseline_rule_name=CRP_RULE,
+        subgroups={
+            k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
+        },
+        thresholds=tuple(config.evaluation.thresholds),
+        n_boot=config.evaluation.n_bootstrap,
+        seed=config.evaluation.seed,
+    )
+    baselines = crp_baselines(y_test.to_numpy(), crp, config)
+    table = baseline_table(evaluation, baselines)
+    epv = events_per_variable(data.y_train.to_numpy(), n_features)
+    warnings = [w for w in [epv.warning, *evaluation.notes, *validated.warnings] if w]
+
+    metrics = evaluation.to_mlflow_metrics() | {
+        "n_train": float(len(data.train_idx)),
+        "n_test": float(len(test_idx)),
+        "n_rejected": float(len(validated.rejected)),
+        "n_without_outcome": float(data.n_without_outcome),
+        "events_per_variable": float(epv.epv),
+    }
+    if cv_scores:
+        metrics |= {
+            "cv_auroc_mean": float(np.mean(cv_scores)),
+            "cv_auroc_sd": float(np.std(cv_scores)),
         }
-        if cv_scores:
-            metrics |= {
-                "cv_auroc_mean": float(np.mean(cv_scores)),
-                "cv_auroc_sd": float(np.std(cv_scores)),
-            }
-        for name, est in baselines.items():
-            key = f"baseline_{name}"
-            metrics |= {
-                key: est.estimate,
-                f"{key}_ci_low": est.ci_low,
-                f"{key}_ci_high": est.ci_high,
-            }
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            save_evaluation_plots(
-                evaluation,
-                folder,
-                extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
-                cohort_label="SYNTHETIC cohort" if config.data.is_synthetic else None,
-            )
-            table.to_csv(folder / "metrics_table.csv", index=False)
-            evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
-            (folder / "config.yaml").write_text(
-                yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-            )
-            (folder / "validation.json").write_text(
-                json.dumps(_validation_counts(validated, int((~known).sum())), indent=2)
-            )
-            mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+    for name, est in baselines.items():
+        key = f"baseline_{name}"
+        metrics |= {key: est.estimate, f"{key}_ci_low": est.ci_low, f"{key}_ci_high": est.ci_high}
+    mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_evaluation_plots(
+            evaluation,
+            folder,
+            extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
+            cohort_label="SYNTHETIC cohort" if config.data.is_synthetic else None,
+        )
+        table.to_csv(folder / "metrics_table.csv", index=False)
+        evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
+        (folder / "config.yaml").write_text(
+            yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+        )
+        (folder / "validation.json").write_text(
+            json.dumps(_validation_counts(validated, data.n_without_outcome), indent=2)
+        )
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
 
-        say("logging and registering the model")
-        model_uri, version = log_pipeline(
-            fitted, x_train, config, synthetic=config.data.is_synthetic
-        )
-        result = TrainResult(
-            run_id=run.info.run_id,
-            model_uri=model_uri,
-            registered_version=version,
-            outcome=describe(config.outcome),
-            synthetic=config.data.is_synthetic,
-            n_train=len(train_idx),
-            n_test=len(test_idx),
-            n_rejected=len(validated.rejected),
-            n_without_outcome=int((~known).sum()),
-            cv_auroc=cv_scores,
-            evaluation=evaluation,
-            table=table,
-            test_patient_ids=test_cohort["patient_id"].astype(str).tolist(),
-            warnings=warnings,
-        )
-    return result
+    say("logging and registering the model")
+    model_uri, version = log_pipeline(
+        fitted, data.x_train, config, synthetic=config.data.is_synthetic
+    )
+    return TrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        registered_version=version,
+        outcome=describe(config.outcome),
+        synthetic=config.data.is_synthetic,
+        n_train=len(data.train_idx),
+        n_test=len(test_idx),
+        n_rejected=len(validated.rejected),
+        n_without_outcome=data.n_without_outcome,
+        cv_auroc=cv_scores,
+        evaluation=evaluation,
+        table=table,
+        test_patient_ids=test_cohort["patient_id"].astype(str).tolist(),
+        warnings=warnings,
+    )
 
 
 CRP_RULE = "CRP > 3 mg/L"
