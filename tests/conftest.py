@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -106,3 +107,25 @@ def run_csv(write_file: Callable[..., Path]) -> Callable[..., ValidationResult]:
         return validate_cohort(DataConfig(path=str(write_file(text, name)), **data))
 
     return run
+
+
+def _service(variable: str, what: str) -> str:
+    """The address of a real service that .ci/services started; skipped locally without it,
+    a failure in CI (INFLAMRX_REQUIRE_SERVICES=1) so a missing service is never silent."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    message = f'{what} is not available: run `eval "$(.ci/services)"` first ({variable} unset)'
+    if os.environ.get("INFLAMRX_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _service("INFLAMRX_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return _service("INFLAMRX_TEST_CHROMIUM", "Chromium")
