@@ -68,6 +68,20 @@ class BootstrapResult:
     seed: int
     alpha: float
 
+    def headline(self) -> list[tuple[str, str, Estimate]]:
+        """(metric key, readable label, estimate) of the five whole-sample metrics."""
+        return [
+            ("auroc", "AUROC", self.auroc),
+            ("auprc", "AUPRC (average precision)", self.auprc),
+            ("brier", "Brier score", self.brier),
+            (
+                "calibration_intercept",
+                "Calibration intercept (in the large)",
+                self.calibration_intercept,
+            ),
+            ("calibration_slope", "Calibration slope", self.calibration_slope),
+        ]
+
 
 @dataclass(frozen=True)
 class EventsPerVariable:
@@ -119,13 +133,7 @@ class Evaluation:
         put("events", self.n_events)
         put("prevalence", self.prevalence)
         m = self.metrics
-        for name, est in [
-            ("auroc", m.auroc),
-            ("auprc", m.auprc),
-            ("brier", m.brier),
-            ("calibration_intercept", m.calibration_intercept),
-            ("calibration_slope", m.calibration_slope),
-        ]:
+        for name, _, est in m.headline():
             put(name, est.estimate)
             put(f"{name}_ci_low", est.ci_low)
             put(f"{name}_ci_high", est.ci_high)
@@ -156,14 +164,7 @@ class Evaluation:
         """Tidy table of every metric with its interval: one row per (metric, scope)."""
         boot = f"bootstrap percentile ({self.metrics.n_boot} resamples)"
         rows: list[dict[str, object]] = []
-        m = self.metrics
-        for label, est in [
-            ("AUROC", m.auroc),
-            ("AUPRC (average precision)", m.auprc),
-            ("Brier score", m.brier),
-            ("Calibration intercept (in the large)", m.calibration_intercept),
-            ("Calibration slope", m.calibration_slope),
-        ]:
+        for _, label, est in self.metrics.headline():
             rows.append(_row(label, "overall", est.estimate, est.ci_low, est.ci_high, boot, self.n))
         for r in _records(self.threshold_table):
             scope = f"{r['classifier']} at threshold {r['threshold']:g}"
