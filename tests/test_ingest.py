@@ -14,9 +14,9 @@ from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
 from inflamrx.errors import InputError
 from inflamrx.ingest import (
-    _as_text,
     _identifier_reason,
     _read_one,
+    as_text,
     check_identifiers,
     map_columns,
     read_sources,
@@ -188,8 +188,8 @@ def test_truncated_xpt_is_refused(tmp_path: Path) -> None:
 
 def test_tiny_floats_in_memory_are_zero_but_missing_stays_missing() -> None:
     frame = pd.DataFrame({"x": [5.397605346934028e-79, -5.4e-79, np.nan, 0.11, 1e20]})
-    assert _as_text(frame)["x"].tolist()[:2] == ["0", "0"]
-    text = _as_text(frame)["x"]
+    assert as_text(frame)["x"].tolist()[:2] == ["0", "0"]
+    text = as_text(frame)["x"]
     assert pd.isna(text.iloc[2])
     assert text.iloc[3] == "0.11"
     assert float(text.iloc[4]) == 1e20

@@ -16,7 +16,7 @@ from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
 from inflamrx.errors import InputError
 from inflamrx.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
-from inflamrx.validate import Problem, ValidationResult, validate_cohort
+from inflamrx.validate import Problem, ValidationResult, validate_cohort, validate_frame
 
 Writer = Callable[..., Path]
 Runner = Callable[..., ValidationResult]
@@ -581,3 +581,35 @@ def test_joined_csv_files(write_file: Writer) -> None:
         "crp_mg_l = '-1': CRP must be a number of 0 mg/L or more (it cannot be negative)",
         "crp_mg_l = (empty): CRP is required and is missing",
     ]
+
+
+TYPED_CASES = [
+    ("crp_mg_l", -1.0, "-1", "cannot be negative"),
+    ("crp_mg_l", math.inf, "inf", "not a number"),
+    ("madrs_total", 75.0, "75", "between 0 and 60"),
+    ("age", 7.0, "7", "between 18 and"),
+]
+
+
+@pytest.mark.parametrize(("column", "value", "shown", "rule"), TYPED_CASES)
+def test_typed_records_are_checked_as_numbers_with_the_same_rules(
+    tiny_frame: pd.DataFrame, column: str, value: float, shown: str, rule: str
+) -> None:
+    """validate_frame keeps float columns as numbers (a served model's records); the contract
+    and its messages are the same as for text."""
+    typed = tiny_frame.replace("", None).assign(
+        crp_mg_l=[1.2, 4.5, 0.4], madrs_total=[28.0, 31.0, 22.0], age=[34.0, 51.0, 46.0]
+    )
+    typed.loc[1, column] = value
+    result = validate_frame(typed)
+    assert len(result.accepted) == 2 and len(result.rejected) == 1
+    (problem,) = result.problems
+    assert (problem.row, problem.patient_id, problem.column) == (2, "p2", column)
+    assert problem.value == shown and rule in problem.rule
+    assert result.accepted["crp_mg_l"].tolist() == [1.2, 0.4]
+
+
+def test_typed_float_codes_are_read_as_text_for_categories(tiny_frame: pd.DataFrame) -> None:
+    coded = tiny_frame.replace("", None).assign(sex=[1.0, 2.0, 1.0])
+    result = validate_frame(coded, DataConfig(recode={"sex": {"1": "M", "2": "F"}}))
+    assert result.accepted["sex"].tolist() == ["M", "F", "M"]

@@ -55,7 +55,7 @@ def _identifier_reason(column: str) -> str | None:
     return hit[0] if hit else None
 
 
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Every column as text; integral floats as '7', not '7.0' (XPT/Parquet codes are floats)."""
     out = {}
     for col in frame.columns:
@@ -175,11 +175,16 @@ def _read_one(path: Path) -> SourceTable:
     return table_from_frame(frame)
 
 
-def table_from_frame(frame: pd.DataFrame) -> SourceTable:
-    """An in-memory table as a source: values as text, rows numbered from 1 (records)."""
+def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceTable:
+    """An in-memory table as a source, rows numbered from 1 (records). Values become text,
+    except, with ``keep_numbers``, float columns: typed records (a served model's input) are
+    checked as numbers directly, skipping a costly round trip through text."""
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
-    return SourceTable(_as_text(frame), pd.Series(np.arange(1, len(frame) + 1), dtype="int64"))
+    numbers = [c for c in frame.columns if keep_numbers and pd.api.types.is_float_dtype(frame[c])]
+    text = as_text(frame.drop(columns=numbers))
+    raw = pd.concat([text, frame[numbers]], axis=1)[list(frame.columns)] if numbers else text
+    return SourceTable(raw, pd.Series(np.arange(1, len(frame) + 1), dtype="int64"))
 
 
 def read_sources(data: DataConfig) -> SourceTable:

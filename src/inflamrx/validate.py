@@ -15,7 +15,14 @@ import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
 from inflamrx.errors import InputError
-from inflamrx.ingest import ROW, SourceTable, map_columns, read_sources, table_from_frame
+from inflamrx.ingest import (
+    ROW,
+    SourceTable,
+    as_text,
+    map_columns,
+    read_sources,
+    table_from_frame,
+)
 from inflamrx.scales import score_scales
 from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
 
@@ -102,6 +109,8 @@ class _Checker:
         if column in self.text and isinstance(self.text[column].iloc[pos], str):
             value = self.text[column].iloc[pos]
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        if isinstance(value, float) and value.is_integer():
+            text = str(int(value))  # a typed 75.0 is quoted as a site would write it: '75'
         problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check)
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
@@ -137,9 +146,10 @@ class _Checker:
         # Match case-insensitively ("female" is not guessed, "f" becomes "F").
         by_lower = {a.lower(): a for a in spec.allowed}
         stripped = text.str.strip()
+        known = stripped.str.lower().map(by_lower)
+        # Unknown values stay as written, for the contract to reject and quote back.
         # .astype: an all-empty column would otherwise come back as float64 and fail the dtype.
-        mapped = stripped.map(lambda v: by_lower.get(v.lower(), v) if isinstance(v, str) else v)
-        return mapped.astype("str")
+        return known.where(known.notna(), stripped).astype("str")
 
 
 def _check_keyed_options(data: DataConfig) -> None:
@@ -176,7 +186,7 @@ def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     out = frame.copy()
     for col, mapping in data.recode.items():
         if col in out:
-            out[col] = out[col].map(lambda v, m=mapping: str(m[v]) if v in m else v)
+            out[col] = as_text(out[[col]])[col].map(lambda v, m=mapping: str(m[v]) if v in m else v)
     return out
 
 
@@ -184,9 +194,14 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
     out: dict[str, pd.Series] = {}
     for name in frame.columns:
         spec = COLUMNS[name]
-        text = frame[name].astype("str").where(frame[name].notna())
-        if spec.kind in (Kind.NUMBER, Kind.INTEGER):
-            below = text.str.strip().str.extract(_LOD, expand=False) if spec.lod else None
+        numeric = spec.kind in (Kind.NUMBER, Kind.INTEGER)
+        typed = numeric and pd.api.types.is_float_dtype(frame[name])
+        # Text, except typed numbers; a float where text is expected reads '1.0' as '1'.
+        text = frame[name] if typed else as_text(frame[[name]])[name]
+        if numeric:
+            below = None  # a typed number cannot say '<LOD': its flag column says it
+            if spec.lod and not typed:
+                below = text.str.strip().str.extract(_LOD, expand=False)
             if below is not None and below.notna().any():
                 # Below the limit of detection: LOD/sqrt(2), with a flag (a common convention).
                 text = text.where(below.isna(), (below.astype(float) / np.sqrt(2)).astype("str"))
@@ -324,8 +339,9 @@ def validate_cohort(data: DataConfig) -> ValidationResult:
 
 
 def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> ValidationResult:
-    """Validate an in-memory table (for example records sent to a served model)."""
-    return validate_source(table_from_frame(frame), data or DataConfig())
+    """Validate an in-memory table (for example records sent to a served model). Float
+    columns are checked as numbers as they are; everything else is parsed from text."""
+    return validate_source(table_from_frame(frame, keep_numbers=True), data or DataConfig())
 
 
 # Reference ranges for the summary: (low, high, source).
