@@ -194,3 +194,11 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
     assert "boom in cross-validation" in run.data.tags["error"]
+
+
+def test_artifacts_are_stored_beside_the_sqlite_database(
+    trained: tuple[TrainResult, str], workspace: Path
+) -> None:
+    result, uri = trained
+    artifact_uri = mlflow.MlflowClient(uri).get_run(result.run_id).info.artifact_uri
+    assert artifact_uri.startswith((workspace / "artifacts").resolve().as_uri())

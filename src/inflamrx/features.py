@@ -54,7 +54,7 @@ TRD_MIN_FAILED = 2
 Array = npt.NDArray[np.float64]
 
 
-class _Block(NamedTuple):
+class FeatureBlock(NamedTuple):
     """Features computed together from the same inputs, with one missing-value indicator."""
 
     key: str
@@ -66,8 +66,8 @@ class _Block(NamedTuple):
     needs_all: bool = True  # False: built from whichever of its inputs are present
 
 
-def _one(group: str, column: str, label: str, kind: str = "number") -> _Block:
-    return _Block(column, group, (column,), (label,), kind)
+def _one(group: str, column: str, label: str, kind: str = "number") -> FeatureBlock:
+    return FeatureBlock(column, group, (column,), (label,), kind)
 
 
 def _item(domain: str, scale: str, number: int) -> tuple[str, str, float, bool]:
@@ -103,8 +103,8 @@ _SCORE_TERMS: tuple[tuple[str, str, float, bool], ...] = (
 
 SYMPTOM_SCORE = "Inflammation-linked symptom score"
 
-_BLOCKS: tuple[_Block, ...] = (
-    _Block(
+FEATURE_BLOCKS: tuple[FeatureBlock, ...] = (
+    FeatureBlock(
         "crp_mg_l",
         "markers",
         ("crp_mg_l",),
@@ -123,7 +123,7 @@ _BLOCKS: tuple[_Block, ...] = (
     _one("markers", "il6_pg_ml_below_lod", "IL-6 below detection limit", "bool"),
     _one("markers", "tnf_alpha_pg_ml_below_lod", "TNF-alpha below detection limit", "bool"),
     _one("markers", "il1b_pg_ml_below_lod", "IL-1beta below detection limit", "bool"),
-    _Block(
+    FeatureBlock(
         "nlr",
         "markers",
         ("neutrophils_10e9_l", "lymphocytes_10e9_l"),
@@ -131,7 +131,7 @@ _BLOCKS: tuple[_Block, ...] = (
         "ratio",
     ),
     _one("markers", "wbc_10e9_l", "WBC (10^9/L)"),
-    _Block(
+    FeatureBlock(
         "n_failed_antidepressants",
         "treatment_history",
         ("n_failed_antidepressants",),
@@ -148,7 +148,7 @@ _BLOCKS: tuple[_Block, ...] = (
     _one("symptoms", "shaps_total", "SHAPS anhedonia"),
     _one("symptoms", "facit_fatigue", "Fatigue (FACIT-F, reversed: higher = more)", "facit"),
     _one("symptoms", "eq5d_vas", "EQ-5D VAS"),
-    _Block(
+    FeatureBlock(
         "symptom_score",
         "symptoms",
         tuple(c for c in COLUMNS if c in {term[1] for term in _SCORE_TERMS}),
@@ -159,7 +159,7 @@ _BLOCKS: tuple[_Block, ...] = (
     _one("demographics", "age", "Age (years)"),
     _one("demographics", "sex", "Female sex", "female"),
     _one("demographics", "bmi", "BMI (kg/m2)"),
-    _Block(
+    FeatureBlock(
         "smoking",
         "demographics",
         ("smoking",),
@@ -171,11 +171,14 @@ _BLOCKS: tuple[_Block, ...] = (
     _one("history", "family_history_autoimmune", "Family history of autoimmune disease", "bool"),
     _one("history", "mood_worse_with_illness", "Mood worse with physical illness", "bool"),
 )
-_BLOCK = MappingProxyType({b.key: b for b in _BLOCKS})
+_BLOCK = MappingProxyType({b.key: b for b in FEATURE_BLOCKS})
 _GROUPS = ("markers", "treatment_history", "symptoms", "demographics", "history")
 
 FEATURE_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {g: tuple(dict.fromkeys(c for b in _BLOCKS if b.group == g for c in b.inputs)) for g in _GROUPS}
+    {
+        g: tuple(dict.fromkeys(c for b in FEATURE_BLOCKS if b.group == g for c in b.inputs))
+        for g in _GROUPS
+    }
 )
 """Feature group -> the canonical cohort columns its features are built from."""
 
@@ -323,7 +326,7 @@ def _symptom_score(frame: pd.DataFrame) -> Array:
     return _row_nanmean(np.column_stack(per_domain))
 
 
-def _compute(block: _Block, frame: pd.DataFrame) -> list[Array]:
+def _compute(block: FeatureBlock, frame: pd.DataFrame) -> list[Array]:
     """The block's output columns, in the order of ``block.outputs``."""
     first = block.inputs[0]
     if block.kind == "number":
@@ -357,10 +360,10 @@ def _compute(block: _Block, frame: pd.DataFrame) -> list[Array]:
         return [_is_category(frame, first, "current"), _is_category(frame, first, "former")]
     if block.kind == "score":
         return [_symptom_score(frame)]
-    raise AssertionError(f"unknown block kind {block.kind!r}")  # a bug in _BLOCKS
+    raise AssertionError(f"unknown block kind {block.kind!r}")  # a bug in FEATURE_BLOCKS
 
 
-def _missing_label(block: _Block) -> str:
+def missing_label(block: FeatureBlock) -> str:
     return block.missing_label or f"{block.outputs[0]} missing"
 
 
@@ -424,7 +427,7 @@ class ClinicalFeatures(TransformerMixin, BaseEstimator):
         present = set(X.columns)
         blocks: list[str] = []
         read: dict[str, None] = {}  # ordered set
-        for block in _BLOCKS:
+        for block in FEATURE_BLOCKS:
             usable = [c for c in block.inputs if c in selected and c in present]
             if usable and (len(usable) == len(block.inputs) or not block.needs_all):
                 blocks.append(block.key)
@@ -449,7 +452,7 @@ class ClinicalFeatures(TransformerMixin, BaseEstimator):
         }
         self.feature_groups_ = {g: names for g, names in groups.items() if names}
         self.feature_groups_["missing_indicators"] = [
-            _missing_label(_BLOCK[k]) for k in self.missing_indicators_
+            missing_label(_BLOCK[k]) for k in self.missing_indicators_
         ]
 
     def _fit_numeric(self, X: npt.ArrayLike) -> None:
@@ -499,7 +502,7 @@ class ClinicalFeatures(TransformerMixin, BaseEstimator):
             out = names + [f"{names[position[n]]} missing" for n in self.missing_indicators_]
         else:
             out = [o for key in self.blocks_ for o in _BLOCK[key].outputs]
-            out += [_missing_label(_BLOCK[key]) for key in self.missing_indicators_]
+            out += [missing_label(_BLOCK[key]) for key in self.missing_indicators_]
         return np.asarray(out, dtype=object)
 
 

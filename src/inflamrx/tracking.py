@@ -33,9 +33,9 @@ def use_experiment(name: str) -> str:
     if found is not None:
         return str(found.experiment_id)
     location = None
-    if uri.startswith("sqlite:") and "MLFLOW_TRACKING_URI" not in os.environ:
-        # Artifacts beside the database, not in MLflow's default ./mlartifacts.
-        location = (DEFAULT_STORE / "artifacts").resolve().as_uri()
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database, not in MLflow's default folder under the cwd.
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 

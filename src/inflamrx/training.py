@@ -340,6 +340,13 @@ def evaluate_and_log(
     model_uri, version = log_pipeline(
         fitted, data.x_train, config, synthetic=config.data.is_synthetic
     )
+    if config.report.enabled:
+        from inflamrx.report import report_training_run  # matplotlib/shap only when needed
+
+        say("writing the SHAP report on the held-out patients")
+        report_training_run(
+            run_id, model_uri, fitted, test_cohort, x_test, config, len(validated.rejected)
+        )
     return TrainResult(
         run_id=run_id,
         model_uri=model_uri,

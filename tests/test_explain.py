@@ -1,0 +1,327 @@
+"""Tests for inflamrx.explain: additivity, per-patient factors, validity on a cohort with known
+drivers, and the `inflamrx explain` command end to end against a temporary SQLite MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from scipy.special import expit
+from sklearn.pipeline import Pipeline
+from typer.testing import CliRunner
+
+from inflamrx import explain as ex
+from inflamrx.cli import app
+from inflamrx.config import load_config
+from inflamrx.features import ClinicalFeatures
+from inflamrx.model import build_estimator, build_pipeline, model_input_columns
+from inflamrx.outcomes import derive_outcome
+from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.training import TrainResult, train
+from inflamrx.validate import validate_frame
+
+
+def _cohort(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(accepted cohort with a known outcome, model inputs, outcome) of a SYNTHETIC cohort."""
+    config = load_config()
+    cohort = validate_frame(simulate_cohort(n, seed=seed).cohort, config.data).accepted
+    y = derive_outcome(cohort, config.outcome)
+    known = y.notna().to_numpy()
+    cohort = cohort[known].reset_index(drop=True)
+    x = cohort[model_input_columns(list(cohort.columns), config)]
+    return cohort, x, y[known].astype(int).reset_index(drop=True)
+
+
+def _fit(kind: str, x: pd.DataFrame, y: pd.Series) -> Pipeline:
+    config = load_config(None, {"model.kind": kind, "model.n_estimators": 60})
+    return build_pipeline(config).fit(x, y)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    return _cohort(500, seed=5)
+
+
+@pytest.fixture(scope="module", params=["xgboost", "logistic"])
+def fitted(
+    request: pytest.FixtureRequest, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> Pipeline:
+    _, x, y = data
+    return _fit(request.param, x, y)
+
+
+def test_contributions_add_up_to_the_models_log_odds(
+    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    _, x, _ = data
+    contrib = ex.contributions(fitted, x)
+    total = contrib.base_value + contrib.values.sum(axis=1).to_numpy()
+    np.testing.assert_allclose(total, contrib.margin, atol=ex.ADDITIVITY_TOLERANCE)
+    np.testing.assert_allclose(contrib.probability, fitted.predict_proba(x)[:, 1], atol=1e-6)
+    assert list(contrib.values.columns) == list(fitted[0].get_feature_names_out())
+    assert "CRP (mg/L, log)" in contrib.values.columns  # clinical names, not num__x3
+
+
+def test_additivity_violation_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    _, x, y = data
+    pipeline = _fit("xgboost", x, y)
+
+    class Tampered(shap.TreeExplainer):  # type: ignore[misc]
+        def shap_values(self, *args: object, **kwargs: object) -> np.ndarray:
+            values = np.array(super().shap_values(*args, **kwargs))
+            values[7, 0] += 1e-3  # one cell off by more than the tolerance
+            return values
+
+    monkeypatch.setattr(ex.shap, "TreeExplainer", Tampered)
+    with pytest.raises(ex.AdditivityError, match=r"row 7"):
+        ex.contributions(pipeline, x)
+
+
+def test_linear_model_has_no_interactions_and_tree_model_has(
+    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    _, x, _ = data
+    contrib = ex.contributions(fitted, x)
+    strength = ex.interaction_strength(fitted, contrib.features, max_rows=50)
+    if fitted.named_steps["model"].__class__.__name__ == "XGBClassifier":
+        assert strength is not None and strength.to_numpy().max() > 0
+        np.testing.assert_allclose(strength.to_numpy(), strength.to_numpy().T, atol=1e-6)
+        pairs = ex.top_interactions(strength, 5)
+        assert len(pairs) == 5 and (pairs["feature"] != pairs["with"]).all()
+        assert ex.strongest_partner(contrib, "CRP (mg/L, log)", strength) in contrib.values
+    else:
+        assert strength is None
+        assert ex.strongest_partner(contrib, "CRP (mg/L, log)") in contrib.values
+
+
+def test_patient_factors_in_clinical_units(
+    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    _, x, _ = data
+    contrib = ex.contributions(fitted, x)
+    factors = ex.patient_factors(contrib, x, 4)
+    points = ex.probability_points(contrib)
+    assert len(factors) == len(x) and all(len(f) == 4 for f in factors)
+    for i, row in enumerate(factors[:50]):
+        sizes = [abs(float(f["log_odds"])) for f in row]  # type: ignore[arg-type]
+        assert sizes == sorted(sizes, reverse=True)
+        assert sizes[0] == pytest.approx(contrib.values.iloc[i].abs().max())
+        for f in row:
+            assert set(f) == {"feature", "value", "direction", "log_odds", "points", "text"}
+            assert f["points"] == pytest.approx(points.iloc[i][f["feature"]])
+            assert f["direction"] == ("raises" if f["log_odds"] > 0 else "lowers")  # type: ignore[operator]
+            assert str(f["text"]).endswith(" points")
+    crp = [f for row in factors for f in row if f["feature"] == "CRP (mg/L, log)"]
+    assert crp, "CRP drives the model; it must be among some patients' top factors"
+    for f in crp:
+        assert f["value"] == "missing" or str(f["value"]).endswith(" mg/L")
+        assert str(f["text"]).startswith(f"CRP {f['value']}: ")  # "CRP 7.2 mg/L: +11 points"
+
+
+def test_patient_factor_values_for_each_kind_of_feature(
+    data: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+) -> None:
+    """Raw value in its unit for one-input features, the model's value for ratios and scores,
+    missing/present for indicators; checked by asking for every feature of two patients."""
+    _, x, y = data
+    pipeline = _fit("xgboost", x, y)
+    x2 = x.iloc[:2].copy()
+    x2.loc[x2.index[0], ["crp_mg_l", "il6_pg_ml"]] = [7.2, 2.0]
+    x2.loc[x2.index[0], ["neutrophils_10e9_l", "lymphocytes_10e9_l"]] = [4.3, 2.0]
+    x2.loc[x2.index[1], "il6_pg_ml"] = np.nan
+    contrib = ex.contributions(pipeline, x2)
+    rows = [{f["feature"]: f for f in row} for row in ex.patient_factors(contrib, x2, 999)]
+    assert rows[0]["CRP (mg/L, log)"]["value"] == "7.2 mg/L"
+    assert rows[0]["CRP 3-10 mg/L"]["text"].startswith("CRP 3-10 mg/L (7.2 mg/L): ")  # type: ignore[union-attr]
+    assert rows[1]["IL-6 (pg/mL, log)"]["value"] == "missing"
+    assert rows[1]["IL-6 (pg/mL, log) missing"]["value"] == "missing"
+    assert rows[0]["IL-6 (pg/mL, log) missing"]["value"] == "present"
+    assert rows[0]["Neutrophil/lymphocyte ratio"]["value"] == "2.15"  # the ratio, no unit
+    assert rows[0]["Age (years)"]["value"] == f"{x2['age'].iloc[0]:.3g} years"
+    assert rows[0]["Female sex"]["value"] == str(x2["sex"].iloc[0])
+    assert len(rows[0]) == contrib.values.shape[1]  # top > n features: every feature once
+
+
+def test_patient_factors_edge_cases(data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]) -> None:
+    _, x, y = data
+    contrib = ex.contributions(_fit("xgboost", x, y), x.iloc[:3])
+    assert ex.patient_factors(contrib, x.iloc[:3], 0) == [[], [], []]
+    with pytest.raises(ValueError, match="'top' parameter must be >= 0"):
+        ex.patient_factors(contrib, x.iloc[:3], -1)
+    with pytest.raises(ValueError, match="x has 2 rows but the contributions explain 3"):
+        ex.patient_factors(contrib, x.iloc[:2], 3)
+
+
+def test_probability_points_sum_sensibly(
+    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    _, x, _ = data
+    contrib = ex.contributions(fitted, x)
+    points = ex.probability_points(contrib)
+    # Each point value has its log-odds' sign and at most a quarter of it (the logistic
+    # slope is <= 1/4) ...
+    assert (np.sign(points.to_numpy()) == np.sign(contrib.values.to_numpy())).all()
+    assert (points.abs().to_numpy() <= 25 * contrib.values.abs().to_numpy() + 1e-9).all()
+    # ... and their sum tracks the change from the average patient (not exactly: the
+    # probability scale is not additive).
+    change = 100 * (contrib.probability - expit(contrib.base_value))
+    total = points.sum(axis=1).to_numpy()
+    assert np.corrcoef(total, change)[0, 1] > 0.95
+    assert np.median(np.abs(total - change)) < 5  # many small terms (logistic) drift most
+
+
+def test_known_drivers_rank_top_and_noise_ranks_low() -> None:
+    """Validity on a SYNTHETIC cohort whose true drivers are known (simulate: CRP and IL-6,
+    with treatment failures and an inflammatory symptom cluster).
+
+    The noise column is added through ClinicalFeatures' numeric path: the cohort is first
+    turned into the clinical feature matrix by a fitted ClinicalFeatures, a pure-noise column
+    is appended, and a new Pipeline(ClinicalFeatures(), XGBoost) is fitted on that numeric
+    frame (numeric mode passes columns through under their names), so the explained pipeline
+    is an ordinary one. "Near the bottom" is pinned as: below every true driver and under 10%
+    of CRP's mean |SHAP|. It is not pinned as "last of all 70+ features": the cohort's many
+    non-driver columns are noise too, and a continuous noise column gets more tree splits than
+    a binary one, so its rank among those is arbitrary.
+    """
+    _, x, y = _cohort(2000, seed=1)
+    clinical = ClinicalFeatures().fit(x)
+    matrix = pd.DataFrame(clinical.transform(x), columns=clinical.get_feature_names_out())
+    matrix["Pure noise"] = np.random.default_rng(0).normal(size=len(matrix))
+    config = load_config(None, {"model.n_estimators": 60})
+    pipeline = Pipeline(
+        [("features", ClinicalFeatures()), ("model", build_estimator(config.model))]
+    )
+    pipeline.fit(matrix, y)
+    importance = ex.global_importance(ex.contributions(pipeline, matrix))
+    ranking = list(importance.index)
+    assert {"CRP (mg/L, log)", "IL-6 (pg/mL, log)"} <= set(ranking[:3]), ranking[:5]
+    drivers = ["CRP (mg/L, log)", "IL-6 (pg/mL, log)", "Failed antidepressants (n)"]
+    assert ranking.index("Pure noise") > max(ranking.index(d) for d in drivers)
+    assert importance["Pure noise"] < 0.1 * importance["CRP (mg/L, log)"]
+
+
+# --- end to end through MLflow ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("explain")
+    write_cohort(simulate_cohort(500, seed=4), root / "synthetic.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: Path) -> tuple[TrainResult, str]:
+    """XGBoost trained with the report on (the default), logged to a temporary SQLite store."""
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mp.chdir(workspace)
+        config = load_config(
+            None,
+            {
+                "data.path": str(workspace / "synthetic.csv"),
+                "evaluation.n_bootstrap": 200,
+                "split.cv_repeats": 1,
+                "split.cv_folds": 3,
+                "model.n_estimators": 60,
+                "report.max_patients": 100,
+                "tracking.experiment": "explain",
+            },
+        )
+        return train(config), uri
+
+
+@pytest.mark.slow
+def test_train_logs_the_report_to_its_run(trained: tuple[TrainResult, str]) -> None:
+    result, uri = trained
+    client = mlflow.MlflowClient(uri)
+    logged = {a.path for a in client.list_artifacts(result.run_id, "explanations")}
+    assert {"explanations/report.html", "explanations/shap_values.parquet"} <= logged
+    figures = {a.path for a in client.list_artifacts(result.run_id, "explanations/figures")}
+    assert "explanations/figures/beeswarm.png" in figures
+    run = client.get_run(result.run_id)
+    everything = json.dumps([run.data.params, run.data.tags, run.data.metrics])
+    assert "SYN-" not in everything  # identifiers never in params, tags or metrics
+    table = pd.read_parquet(
+        mlflow.artifacts.download_artifacts(
+            run_id=result.run_id, artifact_path="explanations/shap_values.parquet",
+            tracking_uri=uri,
+        )
+    )  # fmt: skip
+    assert sorted(table["patient_id"]) == sorted(result.test_patient_ids)  # held-out patients
+    assert not {"site", "arm", "drug"} & set(table.columns)  # no other identifier
+
+
+@pytest.mark.slow
+def test_cli_explain_end_to_end(
+    trained: tuple[TrainResult, str], workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, uri = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(workspace)
+    cohort = pd.read_csv("synthetic.csv", dtype=str, keep_default_na=False)
+    cohort.loc[3, "crp_mg_l"] = "-2"  # one bad row: rejected and reported, never explained
+    cohort.to_csv("new.csv", index=False)
+    runner = CliRunner()
+    done = runner.invoke(app, ["explain", "--model", result.model_uri, "--data", "new.csv",
+                               "--set", "report.max_patients=100", "--out", "out"])  # fmt: skip
+    assert done.exit_code == 1, done.output  # as predict: 1 = some rows rejected
+    assert "rejected 1" in done.output and f"logged to run {result.run_id}" in done.output
+    out = workspace / "out"
+    assert (out / "report.html").exists() and (out / "figures" / "importance.png").exists()
+    table = pd.read_parquet(out / "shap_values.parquet")
+    assert len(table) == 499 and cohort.loc[3, "patient_id"] not in set(table["patient_id"])
+    features = table.columns[4:]
+    np.testing.assert_allclose(
+        table["base_value"] + table[features].sum(axis=1), table["log_odds"], atol=1e-4
+    )
+    np.testing.assert_allclose(expit(table["log_odds"]), table["probability"], atol=1e-9)
+
+    ids = [str(cohort.loc[10, "patient_id"]), str(cohort.loc[20, "patient_id"])]
+    args = ["explain", "--model", result.model_uri, "--data", "synthetic.csv", "--out", "two"]
+    done = runner.invoke(app, [*args, "--patient", ids[0], "--patient", ids[1]])
+    assert done.exit_code == 0, done.output
+    two = pd.read_parquet(workspace / "two" / "shap_values.parquet")
+    assert list(two["patient_id"]) == ids
+    page = (workspace / "two" / "report.html").read_text()
+    assert all(f"Patient {i}" in page for i in ids)
+
+    done = runner.invoke(app, [*args, "--patient", "SYN-NOPE"])
+    assert done.exit_code == 2
+    assert "SYN-NOPE" in done.output and "not among the accepted rows" in done.output
+
+
+@pytest.mark.slow
+def test_report_off_and_logistic_explained_by_cli(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{workspace / 'logistic.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(workspace)
+    config = load_config(
+        None,
+        {"data.path": "synthetic.csv", "model.kind": "logistic", "report.enabled": False,
+         "evaluation.n_bootstrap": 100, "split.cv_repeats": 1, "split.cv_folds": 2,
+         "registry.enabled": False, "tracking.experiment": "off"},
+    )  # fmt: skip
+    result = train(config)
+    client = mlflow.MlflowClient(uri)
+    assert client.list_artifacts(result.run_id, "explanations") == []
+    done = CliRunner().invoke(
+        app, ["explain", "--model", result.model_uri, "--data", "synthetic.csv", "--out", "lin"]
+    )
+    assert done.exit_code == 0, done.output
+    page = (workspace / "lin" / "report.html").read_text()
+    assert "no interactions by construction" in page
+    assert "Held-out test set" in page  # the training run's validation, fetched from MLflow
+    logged = {a.path for a in client.list_artifacts(result.run_id, "explanations")}
+    assert "explanations/report.html" in logged

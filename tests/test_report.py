@@ -1,0 +1,157 @@
+"""Tests for inflamrx.report: sections, self-containment, identifiers and a real render in
+headless Chromium (the `chromium` fixture; run `eval "$(.ci/services)"` first)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from inflamrx.config import ReportConfig, load_config
+from inflamrx.explain import Explanation, explain_rows
+from inflamrx.model import build_pipeline, model_input_columns
+from inflamrx.outcomes import derive_outcome
+from inflamrx.report import SECTIONS, ReportContext, ReportFiles, example_patients, write_report
+from inflamrx.simulate import simulate_cohort
+from inflamrx.validate import validate_frame
+
+SMALL = ReportConfig(max_patients=150, example_patients=2, dependence_features=3)
+
+
+@pytest.fixture(scope="module")
+def explained() -> tuple[Explanation, pd.DataFrame]:
+    config = load_config(None, {"model.n_estimators": 40})
+    cohort = validate_frame(simulate_cohort(400, seed=2).cohort, config.data).accepted
+    y = derive_outcome(cohort, config.outcome)
+    known = y.notna().to_numpy()
+    cohort = cohort[known].reset_index(drop=True)
+    x = cohort[model_input_columns(list(cohort.columns), config)]
+    pipeline = build_pipeline(config).fit(x, y[known].astype(int))
+    return explain_rows(pipeline, x, cohort["patient_id"], interaction_rows=100), cohort
+
+
+def _context(cohort: pd.DataFrame, synthetic: bool) -> ReportContext:
+    return ReportContext(
+        model_uri="models:/m-test",
+        outcome="response",
+        synthetic=synthetic,
+        run_id=None,
+        cohort=cohort,
+        n_rejected=0,
+        population="test patients",
+    )
+
+
+@pytest.fixture(scope="module")
+def report(
+    explained: tuple[Explanation, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> ReportFiles:
+    explanation, cohort = explained
+    out = tmp_path_factory.mktemp("report")
+    return write_report(explanation, _context(cohort, synthetic=True), SMALL, out)
+
+
+def _section(page: str, ident: str) -> str:
+    match = re.search(rf'<section id="{ident}">.*?</section>', page, flags=re.S)
+    assert match, f"section {ident!r} missing"
+    return match.group(0)
+
+
+def test_report_has_every_section_and_is_self_contained(report: ReportFiles) -> None:
+    page = report.report.read_text(encoding="utf-8")
+    for ident in SECTIONS:
+        _section(page, ident)
+    sources = re.findall(r'<img [^>]*src="([^"]{0,40})', page)
+    assert len(sources) == len(report.figures)  # no evaluation images: no run here
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"(?:src|href)=\"(?:https?:)?//", page)  # nothing fetched
+    assert "<script" not in page
+    assert "CRP (mg/L, log)" in page  # clinical names
+    assert "not found" in _section(page, "model")  # says so when validation is unavailable
+
+
+def test_synthetic_is_labelled_prominently(
+    explained: tuple[Explanation, pd.DataFrame], report: ReportFiles, tmp_path: Path
+) -> None:
+    page = report.report.read_text(encoding="utf-8")
+    assert 'id="synthetic-banner"' in page and "<title>" in page and "(SYNTHETIC)</title>" in page
+    explanation, cohort = explained
+    real = write_report(explanation, _context(cohort, synthetic=False), SMALL, tmp_path)
+    assert "SYNTHETIC" not in real.report.read_text(encoding="utf-8")
+
+
+def test_pseudonymous_ids_appear_only_in_the_patients_section(report: ReportFiles) -> None:
+    page = report.report.read_text(encoding="utf-8")
+    patients = _section(page, "patients")
+    assert len(re.findall(r"Patient SYN-\d+", patients)) == SMALL.example_patients
+    assert "SYN-" not in page.replace(patients, "")
+    table = pd.read_parquet(report.table)
+    assert table["patient_id"].str.startswith("SYN-").all()
+    assert list(table.columns[:4]) == ["patient_id", "probability", "log_odds", "base_value"]
+    assert not {"site", "arm", "drug", "age"} & set(table.columns)
+
+
+def test_example_patients_span_the_predictions(
+    explained: tuple[Explanation, pd.DataFrame],
+) -> None:
+    explanation, _ = explained
+    ids = example_patients(explanation, 3)
+    p = pd.Series(explanation.contrib.probability, index=explanation.patient_ids)
+    assert p[ids[0]] == p.min() and p[ids[-1]] == p.max() and len(set(ids)) == 3
+    assert example_patients(explanation, 0) == []
+
+
+def test_chosen_patients_are_shown_and_tabulated(
+    explained: tuple[Explanation, pd.DataFrame], tmp_path: Path
+) -> None:
+    explanation, cohort = explained
+    ids = [str(explanation.patient_ids.iloc[5]), str(explanation.patient_ids.iloc[1])]
+    files = write_report(explanation, _context(cohort, True), SMALL, tmp_path, patients=ids)
+    assert list(pd.read_parquet(files.table)["patient_id"]) == ids
+    patients = _section(files.report.read_text(encoding="utf-8"), "patients")
+    assert all(f"Patient {i}" in patients for i in ids)
+    assert " points</td>" in patients or "points" in patients
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(
+    report: ReportFiles, chromium: str, tmp_path: Path
+) -> None:
+    """Render the real report, and a test copy with a tiny script that writes each image's
+    decoded width into the DOM (the shipped report has no script)."""
+    flags = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+        "{i.setAttribute('data-width',i.naturalWidth)}})</script>"
+    )
+    probe.write_text(
+        report.report.read_text(encoding="utf-8").replace("</body>", script + "</body>")
+    )
+    done = subprocess.run(
+        [*flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    dom = done.stdout
+    for ident in SECTIONS:
+        assert f'id="{ident}"' in dom
+    widths = [int(w) for w in re.findall(r'data-width="(\d+)"', dom)]
+    assert len(widths) == len(report.figures) and min(widths) > 100, widths
+
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1280,4000", report.report.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (4000, 1280)
+    assert float(np.std(pixels[..., :3])) > 0.05  # not blank
