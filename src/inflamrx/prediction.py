@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import mlflow
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from inflamrx.config import DataConfig
 from inflamrx.errors import InputError
@@ -22,16 +23,28 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_model(model_uri: str) -> tuple[object, dict[str, object]]:
-    """The fitted pipeline behind a model URI, and the metadata logged with it."""
+def load_model(model_uri: str) -> tuple[Pipeline, dict[str, object]]:
+    """The fitted pipeline behind a model URI, and the metadata logged with it.
+
+    Models are logged as the serving pyfunc (``inflamrx.serving.ResponseModel``); loading it
+    checks every artifact against the trusted types, and the fitted pipeline is unwrapped."""
+    from inflamrx.serving import ResponseModel
+
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     try:
         info = mlflow.models.get_model_info(model_uri)
-        pipeline = mlflow.sklearn.load_model(model_uri)
-    except Exception as err:  # an unknown URI, a missing run or a damaged artifact
+        if "sklearn" in info.flavors:  # logged before the serving pyfunc: still readable
+            return mlflow.sklearn.load_model(model_uri), dict(info.metadata or {})
+        python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    except Exception as err:  # an unknown URI, a missing run, a damaged or untrusted artifact
         raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
-    return pipeline, dict(info.metadata or {})
+    if not isinstance(python_model, ResponseModel):
+        raise InputError(
+            f"{model_uri!r} is not an inflamrx response model "
+            f"(it holds {type(python_model).__name__}); log it with `inflamrx train`"
+        )
+    return python_model.pipeline, dict(info.metadata or {})
 
 
 def decision_threshold(metadata: dict[str, object]) -> float:
@@ -40,7 +53,7 @@ def decision_threshold(metadata: dict[str, object]) -> float:
 
 
 def score(
-    pipeline: object, metadata: dict[str, object], cohort: pd.DataFrame
+    pipeline: Pipeline, metadata: dict[str, object], cohort: pd.DataFrame
 ) -> tuple[pd.DataFrame, list[str]]:
     listed = metadata.get("input_columns", [])
     columns = [str(c) for c in listed] if isinstance(listed, list) else []
@@ -51,7 +64,7 @@ def score(
             f"columns the model was trained with are absent and treated as missing: {absent}"
         )
     x = cohort.reindex(columns=columns)
-    proba = pipeline.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
+    proba = pipeline.predict_proba(x)[:, 1]
     threshold = decision_threshold(metadata)
     out = pd.DataFrame(
         {

@@ -1,17 +1,17 @@
-"""Log the fitted pipeline to MLflow (skops, explicit trusted types) and register it."""
+"""Log the fitted pipeline to MLflow as the serving pyfunc and register it.
+
+The model format (no pickle: XGBoost UBJ, skops with the trust policy below, models from code)
+lives in ``inflamrx.serving``; this module holds what training decides about it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.metadata import version
-from pathlib import Path
 
-import mlflow
 import pandas as pd
 import skops.io
-from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
-import inflamrx
 from inflamrx.config import Config
 from inflamrx.outcomes import describe
 
@@ -33,19 +33,25 @@ TRUSTED_PREFIXES = ("inflamrx.", "sklearn.", "xgboost.", "numpy.", "builtins.", 
 PACKAGES = ("scikit-learn", "xgboost-cpu", "pandas", "numpy", "scipy", "skops", "mlflow", "shap", "pandera", "pydantic", "pyyaml", "pyarrow")  # fmt: skip
 
 
-def illustrative_example(columns: pd.DataFrame) -> pd.DataFrame:
-    """One invented patient with the model's input columns and dtypes."""
-    row = {c: [ILLUSTRATIVE_PATIENT.get(c, float("nan"))] for c in columns.columns}
-    items = {c: [1.0] for c in columns.columns if c[-1].isdigit()}  # scale items: 1 point each
-    return pd.DataFrame(row | items).astype(columns.dtypes.to_dict())
+class UntrustedTypesError(TypeError):
+    """An object or artifact holds types outside ``TRUSTED_PREFIXES``."""
 
 
-def trusted_types(pipeline: Pipeline) -> list[str]:
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+def allowed_types(untrusted: Iterable[str], what: str) -> list[str]:
+    """The types skops reports as untrusted, when all fall under ``TRUSTED_PREFIXES``."""
+    found = sorted(untrusted)
+    refused = [t for t in found if not t.startswith(TRUSTED_PREFIXES)]
     if refused:
-        raise TypeError(f"the pipeline holds types that are not trusted for loading: {refused}")
-    return sorted(untrusted)
+        raise UntrustedTypesError(
+            f"{what} holds types that are not trusted for loading: {refused}. Trusted are "
+            f"types under {', '.join(TRUSTED_PREFIXES)}; loading others could run their code."
+        )
+    return found
+
+
+def trusted_types(obj: object) -> list[str]:
+    """The explicit trusted-type list for saving ``obj`` with skops (refuses any other type)."""
+    return allowed_types(skops.io.get_untrusted_types(data=skops.io.dumps(obj)), type(obj).__name__)
 
 
 def pip_requirements() -> list[str]:
@@ -56,25 +62,27 @@ def pip_requirements() -> list[str]:
 def log_pipeline(
     fitted: Pipeline, x_train: pd.DataFrame, config: Config, synthetic: bool
 ) -> tuple[str, str | None]:
-    """Log the fitted pipeline as ``model`` in the active run; return (model URI, version)."""
-    example = illustrative_example(x_train.head(1))
-    signature = infer_signature(example, fitted.predict_proba(example)[:, 1])
-    info = mlflow.sklearn.log_model(
+    """Log the fitted pipeline as the ``model`` pyfunc of the active run; return (URI, version)."""
+    # serving imports this module (the trust policy): imported here to avoid a cycle.
+    from inflamrx.serving import ServingSettings, log_model
+
+    settings = ServingSettings(
+        threshold=config.serving.threshold,
+        top_factors=config.serving.top_factors,
+        input_columns=list(x_train.columns),
+        model_kind=config.model.kind,
+    )
+    info = log_model(
         fitted,
-        name="model",
-        signature=signature,
-        input_example=example,
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-        skops_trusted_types=trusted_types(fitted),
-        pyfunc_predict_fn="predict_proba",
-        pip_requirements=pip_requirements(),
-        code_paths=[str(Path(inflamrx.__file__).parent)],
+        settings,
         metadata={
             "decision_threshold": config.serving.threshold,
+            "top_factors": config.serving.top_factors,
             "outcome": describe(config.outcome),
             "synthetic_training_data": synthetic,
             "input_columns": list(x_train.columns),
         },
+        pip_requirements=pip_requirements(),
         registered_model_name=config.registry.name if config.registry.enabled else None,
     )
     registered = info.registered_model_version

@@ -1,0 +1,162 @@
+"""Benchmark: the served response model against a trivial pyfunc, and batch throughput.
+
+Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100000]
+
+1. Single-record latency (p50 / p99, sequential requests from one client) of the response
+   model served by `mlflow models serve`, with and without SHAP factors, against a trivial
+   pyfunc with the same signature served the same way (so MLflow's parsing and schema
+   enforcement cost the same on both sides; aim: p50 no more than 1.5x the trivial one).
+2. Batch throughput at --rows rows through the pyfunc's predict in-process (validation,
+   features, model; with and without factors) against raw XGBoost ``predict_proba`` on the
+   already transformed matrix (aim: at least 1/3 of raw).
+
+The model is trained with configs/default.yaml on a SYNTHETIC cohort; tracking goes to a
+temporary SQLite store. Servers run one at a time on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import requests
+
+from inflamrx.config import load_config
+from inflamrx.schema import OUTCOME_COLUMNS
+from inflamrx.serving import export, signature
+from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.training import train
+from inflamrx.validate import validate_frame
+
+TRIVIAL = """import mlflow
+import pandas as pd
+
+
+class Trivial(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return pd.DataFrame({"response_probability": [0.5] * len(model_input)})
+
+
+mlflow.models.set_model(Trivial())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _latencies(model_dir: Path, bodies: list[dict[str, Any]], log: Path) -> np.ndarray:
+    """Serve ``model_dir``, send ``bodies`` one by one; return the latencies in ms."""
+    port = _free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    command = [
+        os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", str(model_dir),
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(command, env=env, stdout=sink, stderr=sink, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(url + "/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        times = []
+        with requests.Session() as session:
+            for i in range(20):  # warm-up: imports and first-call caches
+                session.post(url + "/invocations", json=bodies[i % len(bodies)]).raise_for_status()
+            for body in bodies:
+                start = time.perf_counter()
+                session.post(url + "/invocations", json=body).raise_for_status()
+                times.append(1000 * (time.perf_counter() - start))
+        return np.asarray(times)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _best(fn: object, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'bench.db'}"
+        write_cohort(simulate_cohort(2000, seed=0), root / "synthetic.csv")
+        config = load_config(
+            "configs/default.yaml",
+            # Cross-validation and bootstrap do not change the served model: kept short.
+            {"data.path": str(root / "synthetic.csv"), "report.enabled": False,
+             "split.cv_repeats": 1, "evaluation.n_bootstrap": 100,
+             "tracking.experiment": "serve-bench"},
+        )  # fmt: skip
+        result = train(config)
+        served = export(result.model_uri, root / "model")
+        trivial_code = root / "trivial.py"
+        trivial_code.write_text(TRIVIAL)
+        mlflow.pyfunc.save_model(
+            root / "trivial", python_model=str(trivial_code), signature=signature(3)
+        )
+
+        cohort = validate_frame(simulate_cohort(args.rows, seed=1).cohort).accepted
+        cohort = cohort.drop(columns=[c for c in cohort if c in OUTCOME_COLUMNS])
+        records = json.loads(cohort.head(args.requests).to_json(orient="records"))
+        single: list[dict[str, Any]] = [{"dataframe_records": [r]} for r in records]
+        no_factors = [b | {"params": {"top_factors": 0}} for b in single]
+
+        print(f"single-record latency, {args.requests} sequential requests (ms)")
+        rows = {}
+        for name, folder, bodies in (
+            ("trivial pyfunc", root / "trivial", single),
+            ("response model, 3 factors", served, single),
+            ("response model, factors off", served, no_factors),
+        ):
+            ms = _latencies(folder, bodies, root / f"{name}.log")
+            rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
+        base = rows["trivial pyfunc"][0]
+        for name, (p50, p99) in rows.items():
+            print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+
+        model = mlflow.pyfunc.load_model(str(served))
+        pipeline = model.unwrap_python_model().pipeline
+        features, booster = pipeline.named_steps["features"], pipeline.named_steps["model"]
+        x = cohort.reindex(columns=list(features.feature_names_in_))
+        matrix = features.transform(x)
+        raw = _best(lambda: booster.predict_proba(matrix))
+        off = _best(lambda: model.predict(cohort, params={"top_factors": 0}), repeat=2)
+        on = _best(lambda: model.predict(cohort), repeat=1)
+        n = len(cohort)
+        print(f"batch throughput at {n} rows (rows/s; best of runs)")
+        print(f"  raw XGBoost predict_proba on the transformed matrix  {n / raw:12,.0f}")
+        print(f"  pyfunc predict, factors off  {n / off:12,.0f}  ({raw / off:.3f} of raw)")
+        print(f"  pyfunc predict, 3 factors    {n / on:12,.0f}  ({raw / on:.3f} of raw)")
+
+
+if __name__ == "__main__":
+    main()

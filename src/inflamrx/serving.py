@@ -1,0 +1,437 @@
+"""Serve the one fitted ``Pipeline(features, model)`` as an MLflow pyfunc.
+
+A raw baseline record (the canonical columns of cohort-schema.md, outcome columns left out)
+goes in; the same data contract as training (``validate_frame``), the same fitted feature step
+and model, and the same SHAP explanation come out as ``response_probability``,
+``predicted_response`` (at the threshold stored with the model), ``top_factors`` and
+``warnings``. Choices worth knowing:
+
+- Nothing is unpickled. The model is logged as *models from code* (MLflow 3 refuses to
+  unpickle a cloudpickled PythonModel by default), the XGBoost booster is stored in its own UBJ
+  format, and the scikit-learn parts go through skops with the trust policy of
+  ``registry.trusted_types``: an artifact holding any other type is refused at load time.
+- The scoring server turns an ``MlflowException`` raised by ``predict`` into an HTTP status by
+  its error code: BAD_REQUEST / INVALID_PARAMETER_VALUE answer 400 with the message; any other
+  exception becomes a 400 *with a stack trace* in the body. So every bad input is raised here
+  as BAD_REQUEST with the contract's own words, and an unexpected error is re-raised as
+  INTERNAL_ERROR (500) without its trace (logged on the server instead).
+- MLflow's server has no request size limit (uvicorn has none either), so a served ``predict``
+  refuses batches above ``MAX_ROWS`` records, and any text cell above ``MAX_TEXT`` characters.
+
+What MLflow 3.17's server does before ``predict`` runs (checked with a real server): invalid or
+empty JSON, a missing required column and a non-numeric value in a double column are 400s with
+MLflow's own messages (the column, and the value for a failed conversion); invalid JSON is
+echoed back whole in the message. A POST with no Content-Type header at all is a 500 (its
+``invocations`` splits a None content type); a CSV body is a 400 *with* a traceback, because the
+"any" yes/no columns have no pandas dtype to read CSV with. JSON bodies are the supported way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import skops.io
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType, Array, Object, Property
+from sklearn.pipeline import Pipeline
+from xgboost import XGBClassifier
+
+from inflamrx.errors import InputError
+from inflamrx.explain import contributions, patient_factors
+from inflamrx.prediction import score
+from inflamrx.registry import (
+    ILLUSTRATIVE_PATIENT,
+    UntrustedTypesError,
+    allowed_types,
+    trusted_types,
+)
+from inflamrx.schema import COLUMNS, Kind, Role
+from inflamrx.validate import UNUSUAL, validate_frame
+
+_log = logging.getLogger(__name__)
+
+MAX_ROWS = 10_000  # records per request: larger batches belong to `inflamrx predict`
+MAX_TEXT = 200  # characters in one text cell: no canonical value comes near it
+MAX_TOP_FACTORS = 20  # the bound of serving.top_factors in the config
+SETTINGS_FILE = "serving.json"
+MODEL_CODE = "inflamrx_model.py"
+# The file logged as the model's code: MLflow runs it to get the model, instead of unpickling.
+_MODEL_CODE_TEXT = (
+    '"""inflamrx response model (models from code: no pickle)."""\n\n'
+    "import mlflow\n\n"
+    "from inflamrx.serving import ResponseModel\n\n"
+    "mlflow.models.set_model(ResponseModel())\n"
+)
+_TYPES: dict[Kind, DataType | AnyType] = {
+    Kind.NUMBER: DataType.double,
+    Kind.INTEGER: DataType.double,  # counts and items may be missing: NaN needs a float
+    # Yes/no columns are "any": MLflow casts a boolean column with astype(bool), which turns a
+    # missing value (null) into False without a word. Untyped, true/false/null/"yes"/1 reach the
+    # contract, which parses them and names a bad value with its rule.
+    Kind.BOOLEAN: AnyType(),
+    Kind.CATEGORY: DataType.string,
+    Kind.STRING: DataType.string,
+}
+
+
+class UntrustedArtifactError(InputError):
+    """A saved artifact holds types outside the trusted list: loading it could run code."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What the served model needs besides the fitted steps (stored as ``serving.json``)."""
+
+    threshold: float  # serving.threshold at training time
+    top_factors: int  # default number of SHAP reasons per patient
+    input_columns: list[str]  # the columns the pipeline was fitted on
+    model_kind: str  # "xgboost" or "logistic": which artifact holds the model step
+
+
+# --- artifacts: fitted steps without pickle ---------------------------------------------------
+
+
+def save_artifacts(pipeline: Pipeline, settings: ServingSettings, folder: Path) -> dict[str, str]:
+    """Write the fitted steps and settings into ``folder``; return MLflow's artifacts mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+    trusted_types(features)  # refuse to *write* what could not be loaded back
+    paths = {"features": folder / "features.skops", "settings": folder / SETTINGS_FILE}
+    skops.io.dump(features, paths["features"])
+    if isinstance(model, XGBClassifier):
+        paths["booster"] = folder / "booster.ubj"
+        model.save_model(paths["booster"])  # XGBoost's own format, sklearn attributes included
+    else:
+        trusted_types(model)
+        paths["estimator"] = folder / "estimator.skops"
+        skops.io.dump(model, paths["estimator"])
+    paths["settings"].write_text(json.dumps(dataclasses.asdict(settings), indent=2))
+    return {name: str(path) for name, path in paths.items()}
+
+
+def load_trusted(path: str | Path) -> Any:
+    """Load a skops file only when every type in it passes ``registry.trusted_types``."""
+    untrusted = skops.io.get_untrusted_types(file=path)
+    try:
+        trusted = allowed_types(untrusted, Path(path).name)
+    except UntrustedTypesError as err:
+        raise UntrustedArtifactError(str(err)) from None
+    return skops.io.load(path, trusted=trusted)
+
+
+def load_artifacts(artifacts: Mapping[str, str]) -> tuple[Pipeline, ServingSettings]:
+    """The fitted pipeline and settings from the files ``save_artifacts`` wrote."""
+    settings = ServingSettings(**json.loads(Path(artifacts["settings"]).read_text()))
+    features = load_trusted(artifacts["features"])
+    if "booster" in artifacts:
+        model: Any = XGBClassifier()
+        model.load_model(artifacts["booster"])
+    else:
+        model = load_trusted(artifacts["estimator"])
+    return Pipeline([("features", features), ("model", model)]), settings
+
+
+# --- the pyfunc -------------------------------------------------------------------------------
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=BAD_REQUEST)
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= 60 else value[:60] + f"... ({len(value)} characters)"
+
+
+def _contract_message(problems: list[Any], n_rows: int, ids_sent: bool) -> str:
+    rows = sorted({p.row for p in problems})
+    lines = []
+    for p in problems[:20]:
+        who = p.patient_id if ids_sent else None  # not the placeholder ids made below
+        lines.append(str(dataclasses.replace(p, value=_short(p.value), patient_id=who)))
+    more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    return (
+        f"{len(rows)} of {n_rows} records break the data contract; nothing was scored "
+        "(rows are numbered from 1 in the order sent):\n" + "\n".join(lines) + more
+    )
+
+
+def _check_size(frame: pd.DataFrame) -> None:
+    if len(frame) == 0:
+        raise _bad_request("the request holds no patient record")
+    # Limits on what a client sends: MLflow's scoring server marks its process with this flag;
+    # in-process batch scoring (trusted callers, 100,000s of rows) skips them.
+    if os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() != "true":
+        return
+    if len(frame) > MAX_ROWS:
+        raise _bad_request(
+            f"the request holds {len(frame)} records; at most {MAX_ROWS} are scored per request "
+            "(send smaller batches, or score a file with `inflamrx predict`)"
+        )
+    for column in frame.columns:
+        values = frame[column]
+        if values.dtype.kind in "OUT" or isinstance(values.dtype, pd.StringDtype):
+            lengths = values.map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
+            if lengths.max() > MAX_TEXT:
+                raise _bad_request(
+                    f"row {int(lengths.argmax()) + 1}: {column} holds {int(lengths.max())} "
+                    f"characters; no value of the cohort contract is longer than {MAX_TEXT}"
+                )
+
+
+def _top_factors(params: Mapping[str, Any] | None, default: int) -> int:
+    top = (params or {}).get("top_factors", default)
+    if (
+        isinstance(top, bool)
+        or not isinstance(top, int | np.integer)
+        or not 0 <= top <= MAX_TOP_FACTORS
+    ):
+        raise _bad_request(
+            f"params.top_factors must be a whole number between 0 and {MAX_TOP_FACTORS} "
+            f"(0 turns explanations off). Got {top!r}."
+        )
+    return int(top)
+
+
+def row_warnings(accepted: pd.DataFrame) -> list[list[str]]:
+    """Per accepted row, the valid-but-unusual values the contract flags (CRP > 10 mg/L...)."""
+    out: list[list[str]] = [[] for _ in range(len(accepted))]
+    for column, (limit, what) in UNUSUAL.items():
+        if column in accepted:
+            values = accepted[column].to_numpy(dtype=float, na_value=np.nan)
+            for pos in np.flatnonzero(values > limit):  # NaN compares False: never flagged
+                out[pos].append(f"{column} = {values[pos]:g}: {what}")
+    return out
+
+
+class ResponseModel(PythonModel):
+    """Raw clinical records in; probability, decision, top SHAP reasons and warnings out."""
+
+    pipeline: Pipeline
+    settings: ServingSettings
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self.pipeline, self.settings = load_artifacts(context.artifacts)
+
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        try:
+            return self.score(model_input, _top_factors(params, self.settings.top_factors))
+        except MlflowException:
+            raise
+        except InputError as err:  # the contract refuses the table as a whole
+            raise _bad_request(str(err)) from None
+        except Exception:
+            # A bug, not bad input: log the trace here, answer 500 without it.
+            _log.exception("unexpected error while scoring")
+            raise MlflowException(
+                "internal error while scoring; the server log has the details",
+                error_code=INTERNAL_ERROR,
+            ) from None
+
+    def score(self, records: pd.DataFrame, top: int) -> pd.DataFrame:
+        """Validate with the cohort contract, then predict and explain every record."""
+        if not isinstance(records, pd.DataFrame):
+            raise _bad_request("send a table of patient records (dataframe_split/records)")
+        _check_size(records)
+        frame = records
+        ids_sent = "patient_id" in frame
+        if not ids_sent:
+            # The contract keys rows by patient_id; a service may leave it out.
+            frame = frame.assign(patient_id=[f"record-{i}" for i in range(1, len(frame) + 1)])
+        validated = validate_frame(frame)
+        if validated.problems:
+            raise _bad_request(_contract_message(validated.problems, len(frame), ids_sent))
+        accepted = validated.accepted
+        metadata = {
+            "input_columns": self.settings.input_columns,
+            "decision_threshold": self.settings.threshold,
+        }
+        scored, _absent = score(self.pipeline, metadata, accepted)  # optional columns may be absent
+        factors: list[list[dict[str, object]]] = [[] for _ in range(len(accepted))]
+        if top:
+            x = accepted.reindex(columns=self.settings.input_columns)
+            factors = patient_factors(contributions(self.pipeline, x), x, top)
+        return pd.DataFrame(
+            {
+                "response_probability": scored["response_probability"].to_numpy(),
+                "predicted_response": scored["predicted_response"].to_numpy(),
+                "top_factors": factors,
+                "warnings": row_warnings(accepted),
+            }
+        )
+
+
+# --- signature and example --------------------------------------------------------------------
+
+
+def input_schema() -> Schema:
+    """The canonical raw columns (outcome and follow-up left out); only age, sex and CRP are
+    required. patient_id is optional for a service: rows are answered in the order sent."""
+    return Schema(
+        [
+            ColSpec(
+                _TYPES[spec.kind], spec.name, required=spec.required and spec.name != "patient_id"
+            )
+            for spec in COLUMNS.values()
+            if spec.role is not Role.OUTCOME
+        ]
+    )
+
+
+def output_schema() -> Schema:
+    factor = Object(
+        [
+            Property("feature", DataType.string),
+            Property("value", DataType.string),
+            Property("direction", DataType.string),
+            Property("log_odds", DataType.double),
+            Property("points", DataType.double),
+            Property("text", DataType.string),
+        ]
+    )
+    return Schema(
+        [
+            ColSpec(DataType.double, "response_probability"),
+            ColSpec(DataType.boolean, "predicted_response"),
+            ColSpec(Array(factor), "top_factors"),
+            ColSpec(Array(DataType.string), "warnings"),
+        ]
+    )
+
+
+def signature(top_factors: int) -> ModelSignature:
+    params = ParamSchema([ParamSpec("top_factors", DataType.long, top_factors)])
+    return ModelSignature(inputs=input_schema(), outputs=output_schema(), params=params)
+
+
+def input_example() -> pd.DataFrame:
+    """One invented patient (registry.ILLUSTRATIVE_PATIENT), never a real patient's row."""
+    row = {"patient_id": "ILLUSTRATIVE-1"} | {
+        k: v for k, v in ILLUSTRATIVE_PATIENT.items() if k in COLUMNS
+    }
+    return pd.DataFrame([row])
+
+
+def log_model(
+    pipeline: Pipeline,
+    settings: ServingSettings,
+    metadata: dict[str, Any],
+    pip_requirements: list[str],
+    registered_model_name: str | None,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``pipeline`` as the ``model`` pyfunc of the active run (and register it)."""
+    import inflamrx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        artifacts = save_artifacts(pipeline, settings, folder / "artifacts")
+        code = folder / MODEL_CODE
+        code.write_text(_MODEL_CODE_TEXT)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts=artifacts,
+            # The package travels with the model, so a served copy imports this very code.
+            code_paths=[str(Path(inflamrx.__file__).parent)],
+            signature=signature(settings.top_factors),
+            input_example=input_example(),
+            pip_requirements=pip_requirements,
+            metadata=metadata,
+            registered_model_name=registered_model_name,
+        )
+
+
+# --- export, serve, promote -------------------------------------------------------------------
+
+
+def _use_tracking() -> str:
+    from inflamrx.tracking import tracking_uri
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def export(model_uri: str, out: Path) -> Path:
+    """Copy the model behind ``model_uri`` into ``out``: a self-contained MLflow model
+    directory (MLmodel, artifacts, code, requirements) that ``mlflow models serve`` serves."""
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} already exists and is not empty; choose a new folder")
+    _use_tracking()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except Exception as err:  # an unknown URI, a missing run or version
+            raise InputError(f"cannot export the model {model_uri!r}: {err}") from None
+        if not (local / "MLmodel").is_file():
+            raise InputError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        shutil.copytree(local, out)
+    return out
+
+
+def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The ``mlflow models serve`` command line and environment for ``model_uri``.
+
+    MLflow execs ``uvicorn`` from PATH, so this interpreter's bin directory goes first; the
+    tracking URI is passed so that models:/ and runs:/ URIs resolve in the child."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["MLFLOW_TRACKING_URI"] = _use_tracking()
+    try:  # a clear message here rather than a traceback from the server process
+        mlflow.models.get_model_info(model_uri)
+    except Exception as err:
+        raise InputError(f"cannot serve the model {model_uri!r}: {err}") from None
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP busy-waiting
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+        "--env-manager", "local", "-h", host, "-p", str(port),
+    ]  # fmt: skip
+    return command, env
+
+
+def promote(run_id: str, alias: str, name: str | None = None) -> tuple[str, str]:
+    """Point ``alias`` at the model version registered from ``run_id``; return (name, version)."""
+    client = mlflow.MlflowClient(_use_tracking())
+    query = f"run_id = '{run_id}'"
+    try:
+        found = client.search_model_versions(query)
+    except Exception as err:
+        raise InputError(f"cannot search the model registry: {err}") from None
+    versions = [v for v in found if name is None or v.name == name]
+    if not versions:
+        named = f" under {name!r}" if name else ""
+        raise InputError(
+            f"no model version registered{named} comes from run {run_id}; train with "
+            "registry.enabled: true, or check the run id"
+        )
+    if len({v.name for v in versions}) > 1:
+        names = sorted({v.name for v in versions})
+        raise InputError(f"run {run_id} registered several models {names}; choose one with --name")
+    latest = max(versions, key=lambda v: int(v.version))
+    client.set_registered_model_alias(latest.name, alias, latest.version)
+    return latest.name, str(latest.version)

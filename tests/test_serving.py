@@ -1,0 +1,362 @@
+"""Serving end to end: train -> log the pyfunc -> export -> real `mlflow models serve` processes
+-> real HTTP clients. One trained model and one server per module keep this file short."""
+
+from __future__ import annotations
+
+import fractions
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import skops.io
+from mlflow.types import DataType
+from sklearn.pipeline import Pipeline
+from typer.testing import CliRunner
+
+from inflamrx.cli import app
+from inflamrx.config import load_config
+from inflamrx.errors import InputError
+from inflamrx.prediction import load_model
+from inflamrx.schema import OUTCOME_COLUMNS
+from inflamrx.serving import MAX_ROWS, UntrustedArtifactError, export, load_trusted, promote
+from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.training import TrainResult, train
+from inflamrx.validate import validate_frame
+
+pytestmark = pytest.mark.slow
+
+NAME = "inflamrx-response"
+BIN = os.path.dirname(sys.executable)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder with a synthetic cohort and its own SQLite MLflow, for the whole module."""
+    root = tmp_path_factory.mktemp("serve")
+    write_cohort(simulate_cohort(600, seed=3), root / "synthetic.csv")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.chdir(root)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: Path) -> TrainResult:
+    config = load_config(
+        None,
+        {
+            "data.path": str(workspace / "synthetic.csv"),
+            "data.synthetic": True,
+            "evaluation.n_bootstrap": 100,
+            "split.cv_repeats": 1,
+            "split.cv_folds": 2,
+            "model.n_estimators": 60,
+            "report.enabled": False,
+            "tracking.experiment": "serve",
+        },
+    )
+    return train(config)
+
+
+@pytest.fixture(scope="module")
+def exported(trained: TrainResult, workspace: Path) -> Path:
+    return export(f"models:/{NAME}/{trained.registered_version}", workspace / "models" / "m")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _server_env() -> dict[str, str]:
+    # The venv's bin first: `mlflow models serve` execs `uvicorn` from PATH.
+    return os.environ | {"PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+
+
+def _start(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server in its own process group; wait until /ping answers."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            command, env=_server_env(), stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/ping", timeout=1).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    _stop(proc)
+    raise AssertionError(f"server did not answer /ping in 120 s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End the server and the uvicorn child MLflow started (the whole process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(exported: Path, workspace: Path) -> Iterator[str]:
+    port = _free_port()
+    command = [
+        str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(exported),
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    proc, url = _start(command, port, workspace / "server.log")
+    try:
+        yield url + "/invocations"
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def new_patients(workspace: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """New patients as a CSV (for `inflamrx predict`) and as JSON records for the server.
+
+    The records carry the contract's parsed values: a typed service sends numbers, so a CRP
+    written '<0.15' goes as its LOD/sqrt(2) value with crp_mg_l_below_lod = true."""
+    cohort = simulate_cohort(40, seed=99).cohort
+    path = workspace / "new.csv"
+    cohort.to_csv(path, index=False)
+    accepted = validate_frame(cohort).accepted
+    accepted = accepted.drop(columns=[c for c in accepted if c in OUTCOME_COLUMNS])
+    return path, json.loads(accepted.to_json(orient="records"))
+
+
+def _post(url: str, body: Any, **kwargs: Any) -> requests.Response:
+    return requests.post(url, json=body, timeout=60, **kwargs)
+
+
+# --- the logged model -------------------------------------------------------------------------
+
+
+def test_signature_types_optional_columns_params_and_example(
+    trained: TrainResult, exported: Path
+) -> None:
+    info = mlflow.models.get_model_info(trained.model_uri)
+    inputs = info.signature.inputs
+    assert set(inputs.required_input_names()) == {"age", "sex", "crp_mg_l"}
+    types = {c.name: c.type for c in inputs.inputs}
+    assert types["crp_mg_l"] == types["n_failed_antidepressants"] == DataType.double
+    assert types["sex"] == types["patient_id"] == DataType.string
+    assert not set(types) & OUTCOME_COLUMNS  # follow-up and outcome are never inputs
+    (param,) = info.signature.params.params
+    assert (param.name, param.default) == ("top_factors", 3)
+    assert (info.metadata or {})["decision_threshold"] == 0.5
+    example = (exported / "input_example.json").read_text()
+    assert "ILLUSTRATIVE-1" in example and "SYN-" not in example  # an invented patient
+
+
+def test_artifacts_are_not_pickles_and_load_as_the_fitted_pipeline(
+    trained: TrainResult, exported: Path
+) -> None:
+    files = {p.name for p in exported.rglob("*") if p.is_file()}
+    assert {"booster.ubj", "features.skops", "serving.json", "MLmodel"} <= files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+    pipeline, metadata = load_model(trained.model_uri)
+    assert isinstance(pipeline, Pipeline) and list(pipeline.named_steps) == ["features", "model"]
+    assert metadata["top_factors"] == 3
+
+
+def test_an_artifact_holding_an_untrusted_type_is_refused(exported: Path, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(exported, tampered)
+    features = tampered / "artifacts" / "features.skops"
+    skops.io.dump({"weights": fractions.Fraction(1, 3)}, features)  # a type outside the list
+    with pytest.raises(
+        UntrustedArtifactError, match=r"not trusted for loading.*fractions\.Fraction"
+    ):
+        load_trusted(features)
+    with pytest.raises(InputError, match=r"not trusted"):
+        load_model(str(tampered))
+
+
+# --- over HTTP ----------------------------------------------------------------------------
+
+
+def test_split_and_records_bodies_match_inflamrx_predict(
+    server: str, new_patients: tuple[Path, list[dict[str, Any]]], trained: TrainResult
+) -> None:
+    path, records = new_patients
+    done = CliRunner().invoke(
+        app, ["predict", "--model", trained.model_uri, "--data", str(path), "--out", "p.csv"]
+    )
+    assert done.exit_code == 0, done.output
+    expected = pd.read_csv("p.csv")
+    frame = pd.DataFrame(records)
+    split = json.loads(frame.to_json(orient="split", index=False))
+    for body in ({"dataframe_records": records}, {"dataframe_split": split}):
+        answer = _post(server, body)
+        assert answer.status_code == 200, answer.text
+        got = pd.DataFrame(answer.json()["predictions"])
+        np.testing.assert_allclose(
+            got["response_probability"], expected["response_probability"], atol=1e-6
+        )
+        assert (got["predicted_response"] == expected["predicted_response"]).all()
+        factors = got["top_factors"].iloc[0]
+        assert len(factors) == 3
+        assert set(factors[0]) == {"feature", "value", "direction", "log_odds", "points", "text"}
+
+
+def test_top_factors_follow_the_request_params(
+    server: str, new_patients: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    records = new_patients[1][:2]
+    off = _post(server, {"dataframe_records": records, "params": {"top_factors": 0}})
+    assert off.status_code == 200, off.text
+    assert [p["top_factors"] for p in off.json()["predictions"]] == [[], []]
+    five = _post(server, {"dataframe_records": records, "params": {"top_factors": 5}})
+    assert [len(p["top_factors"]) for p in five.json()["predictions"]] == [5, 5]
+
+
+def test_an_unusual_but_valid_value_is_scored_with_a_warning(
+    server: str, new_patients: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    record = new_patients[1][0] | {"crp_mg_l": 80.0}
+    answer = _post(server, {"dataframe_records": [record]})
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    assert 0 <= prediction["response_probability"] <= 1
+    assert any("CRP above 10 mg/L" in w for w in prediction["warnings"])
+
+
+def _without(record: dict[str, Any], column: str) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != column}
+
+
+JSON = {"Content-Type": "application/json"}
+BAD_RECORDS = [
+    ("missing required column", lambda r: _without(r, "crp_mg_l"), ["crp_mg_l", "missing"]),
+    ("non-numeric marker", lambda r: r | {"il6_pg_ml": "high"}, ["il6_pg_ml", "high", "float"]),
+    ("negative CRP", lambda r: r | {"crp_mg_l": -2.0}, ["crp_mg_l = '-2'", "cannot be negative"]),
+    ("MADRS 75", lambda r: r | {"madrs_total": 75}, ["madrs_total = '75'", "between 0 and 60"]),
+    ("unknown sex", lambda r: r | {"sex": "X"}, ["sex = 'X'", "must be one of F, M"]),
+    ("not yes/no", lambda r: r | {"autoimmune_disease": "maybe"}, ["autoimmune_disease", "maybe"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "change", "words"), BAD_RECORDS, ids=[c[0] for c in BAD_RECORDS])
+def test_a_bad_record_is_a_400_naming_column_value_and_rule(
+    server: str,
+    new_patients: tuple[Path, list[dict[str, Any]]],
+    case: str,
+    change: Any,
+    words: list[str],
+) -> None:
+    good = new_patients[1][0]
+    bad = change(good | {"patient_id": "BAD-1"})  # a unique id: only the change is wrong
+    answer = _post(server, {"dataframe_records": [good, bad]})
+    assert answer.status_code == 400, answer.text
+    assert "Traceback" not in answer.text and "stack_trace" not in answer.json()
+    message = answer.json()["message"]
+    for word in words:
+        assert word in message
+    if case not in ("missing required column", "non-numeric marker"):  # MLflow's own checks
+        assert "row 2" in message and "1 of 2 records" in message
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "words"),
+    [
+        ("empty body", b"", ["valid JSON"]),
+        ("invalid JSON", b'{"dataframe_records": [{"age": 4', ["valid JSON"]),
+        ("no records", b'{"dataframe_records": []}', ["missing inputs"]),
+        ("top_factors 99", None, ["top_factors", "between 0 and 20"]),
+        ("10 MB body", None, [f"at most {MAX_ROWS}"]),
+    ],
+)
+def test_a_bad_request_is_a_4xx_never_a_500_and_the_server_keeps_serving(
+    server: str,
+    new_patients: tuple[Path, list[dict[str, Any]]],
+    case: str,
+    body: bytes | None,
+    words: list[str],
+) -> None:
+    record = new_patients[1][0]
+    if case == "top_factors 99":
+        body = json.dumps({"dataframe_records": [record], "params": {"top_factors": 99}}).encode()
+    elif case == "10 MB body":
+        body = json.dumps({"dataframe_records": [record] * 14_000}).encode()
+        assert len(body) > 10_000_000
+    answer = requests.post(server, data=body, headers=JSON, timeout=120)
+    assert answer.status_code in (400, 413, 422), answer.text[:500]
+    assert "Traceback" not in answer.text
+    for word in words:
+        assert word in answer.text
+    assert _post(server, {"dataframe_records": [record]}).status_code == 200
+
+
+def test_eight_concurrent_clients_send_500_requests_without_error(
+    server: str, new_patients: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    records = new_patients[1]
+
+    def one(i: int) -> tuple[int, int]:
+        body: dict[str, Any] = {"dataframe_records": [records[i % len(records)]]}
+        if i % 2:  # half without explanations: both paths under load, and a shorter test
+            body["params"] = {"top_factors": 0}
+        answer = requests.post(server, json=body, timeout=60)
+        return answer.status_code, len(answer.json()["predictions"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(500)))
+    assert results == [(200, 1)] * 500
+
+
+# --- CLI: export, promote, serve ----------------------------------------------------------
+
+
+def test_export_refuses_a_folder_in_use_and_an_unknown_model(exported: Path) -> None:
+    runner = CliRunner()
+    done = runner.invoke(app, ["export", "--model", f"models:/{NAME}/1", "--out", str(exported)])
+    assert done.exit_code == 2 and "not empty" in done.output
+    done = runner.invoke(app, ["export", "--model", "models:/no-such-model/1", "--out", "x"])
+    assert done.exit_code == 2 and "cannot export" in done.output
+
+
+def test_promote_then_inflamrx_serve_answers_models_alias(
+    trained: TrainResult, workspace: Path, new_patients: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    with pytest.raises(InputError, match="no model version"):
+        promote("0" * 32, "champion")
+    done = CliRunner().invoke(app, ["promote", "--run", trained.run_id, "--alias", "champion"])
+    assert done.exit_code == 0, done.output
+    assert f"models:/{NAME}@champion -> version {trained.registered_version}" in done.output
+    port = _free_port()
+    command = [
+        str(Path(BIN) / "inflamrx"), "serve", "--model", f"models:/{NAME}@champion",
+        "--port", str(port),
+    ]  # fmt: skip
+    proc, url = _start(command, port, workspace / "cli-server.log")
+    try:
+        answer = _post(url + "/invocations", {"dataframe_records": new_patients[1][:3]})
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 3
+    finally:
+        _stop(proc)
