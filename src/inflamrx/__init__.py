@@ -21,6 +21,8 @@ _API = {
     "validate_frame": "inflamrx.validate",
     "train": "inflamrx.training",
     "TrainResult": "inflamrx.training",
+    "tune": "inflamrx.tune",
+    "TuneResult": "inflamrx.tune",
     "predict": "inflamrx.prediction",
     "PredictResult": "inflamrx.prediction",
     "InputError": "inflamrx.errors",
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from inflamrx.prediction import PredictResult, predict
     from inflamrx.simulate import simulate_cohort, write_cohort
     from inflamrx.training import TrainResult, train
+    from inflamrx.tune import TuneResult, tune
     from inflamrx.validate import validate_cohort, validate_frame
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +78,8 @@ def _quiet_libraries() -> None:
     import warnings
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # Each model or artifact download would draw a progress bar over the summary.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("alembic").setLevel(logging.ERROR)
     for module in ("mlflow", "sqlalchemy", "skops", "pydantic"):
         warnings.filterwarnings("ignore", module=module)
@@ -273,6 +276,100 @@ def print_training(result: Any) -> None:
 
 @app.command()
 @handles_input_errors
+def tune(
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    sets: SetOpt = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", help="Trial budget of the study (tuning.n_trials).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="Optuna storage: sqlite:///path or postgresql://user@host/db "
+            "(default: SQLite beside the MLflow store).",
+        ),
+    ] = None,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Study name; the same name resumes a killed or shared study."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Local worker processes (one thread each).")
+    ] = 1,
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Tune hyperparameters (Optuna), estimate the procedure honestly (nested CV), refit, register."""
+    import json
+
+    import optuna
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from inflamrx.tune import TrialCounts, TuneOptions, check_options
+    from inflamrx.tune import tune as run_tune
+
+    _quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = TuneOptions(trials, timeout, storage, study, workers)
+    check_options(options)  # before any data is read: bad options fail fast
+    cfg = _config(config, data, sets)
+    if experiment:
+        cfg.tracking.experiment = experiment
+    status = err if as_json else out
+    if cfg.data.is_synthetic:
+        status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"))  # fmt: skip
+    with Progress(*columns, console=status, transient=False) as bar:
+        task = bar.add_task("trials", total=trials or cfg.tuning.n_trials, detail="")
+
+        def on_trials(c: TrialCounts) -> None:
+            best = f"{c.best:.3f}" if c.best is not None else "-"
+            detail = (
+                f"complete {c.complete}, pruned {c.pruned}, failed {c.failed}, best AUROC {best}"
+            )
+            bar.update(task, completed=c.done, total=c.budget, detail=detail)
+
+        result = run_tune(cfg, options, progress=bar.console.log, on_trials=on_trials)
+    if as_json:
+        print(json.dumps(result.summary(), default=float))
+        return
+    print_tuning(result)
+
+
+def print_tuning(result: Any) -> None:
+    c, n = result.counts, result.nested
+    out.print(
+        f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
+        f"{c.complete}, pruned {c.pruned}, failed {c.failed}; pruning saved "
+        f"{result.fold_fits_saved:.0%} of fold fits"
+    )
+    out.print(f"best trial {result.best_trial}: {result.best_params}", markup=False)
+    out.print(
+        f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
+    )
+    folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
+    out.print(
+        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {n.pooled.estimate:.3f} "
+        f"(95% CI {n.pooled.ci_low:.3f}-{n.pooled.ci_high:.3f}; outer folds {folds})"
+    )
+    for warning in result.warnings:
+        out.print("warning: " + warning, style="yellow", markup=False)
+    print_training(result.train)
+
+
+@app.command()
+@handles_input_errors
 def predict(
     model: Annotated[
         str,
@@ -305,5 +402,110 @@ def predict(
     for problem in v.problems[:10]:
         err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     for warning in result.warnings:
+        out.print("warning: " + warning, style="yellow", markup=False)
+    raise typer.Exit(v.exit_code)
+
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...).")
+]
+
+
+@app.command()
+@handles_input_errors
+def export(
+    model: ModelOpt,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="New folder for the model, e.g. models/champion.")
+    ],
+) -> None:
+    """Write a self-contained MLflow model folder that `mlflow models serve -m FOLDER` serves."""
+
+    from inflamrx.serving import export as run_export
+
+    _quiet_libraries()
+    folder = run_export(model, out_path)
+    out.print(
+        f"exported {model} to {folder}\nserve it with: "
+        f"mlflow models serve -m {folder} --env-manager local -p 5000",
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+
+
+@app.command()
+@handles_input_errors
+def serve(
+    model: ModelOpt,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 5000,
+) -> None:
+    """Serve a model over HTTP (`mlflow models serve`, this environment): POST /invocations."""
+    import os
+
+    from inflamrx.serving import serve_command
+
+    _quiet_libraries()
+    command, env = serve_command(model, host, port)
+    err.print(f"serving {model} on http://{host}:{port}/invocations", markup=False)
+    sys.stderr.flush()
+    # Become the server process: signals (Ctrl-C, SIGTERM) reach MLflow directly.
+    os.execvpe(command[0], command, env)
+
+
+@app.command()
+@handles_input_errors
+def promote(
+    run: Annotated[str, typer.Option("--run", help="Run id whose registered version to promote.")],
+    alias: Annotated[str, typer.Option("--alias", help="Registry alias to set.")] = "champion",
+    name: Annotated[
+        str | None, typer.Option("--name", help="Registered model name (when several).")
+    ] = None,
+) -> None:
+    """Point a registry alias at the model version registered from a run."""
+    from inflamrx.serving import promote as run_promote
+
+    _quiet_libraries()
+    registered, version = run_promote(run, alias, name)
+    out.print(f"models:/{registered}@{alias} -> version {version}", markup=False, highlight=False)
+
+
+@app.command()
+@handles_input_errors
+def explain(
+    model: Annotated[
+        str,
+        typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...)."),
+    ],
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    sets: SetOpt = None,
+    patient: Annotated[
+        list[str] | None,
+        typer.Option("--patient", help="Explain these patient ids in the report (repeatable)."),
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for report.html, shap_values.parquet, figures.")
+    ] = Path("explanations"),
+) -> None:
+    """SHAP explanations and the HTML report; logged to the model's run when it has one."""
+    from inflamrx.explain import explain as run_explain
+    from inflamrx.report import explain_report
+
+    _quiet_libraries()
+    cfg = _config(config, data, sets)
+    result = run_explain(model, cfg.data, patient or [], seed=cfg.report.seed)
+    files, logged = explain_report(result, model, cfg.report, out_dir)
+    v = result.validation
+    tag = " (SYNTHETIC)" if result.synthetic else ""
+    out.print(
+        f"rows in {v.rows_in}: explained {len(result.explanation.patient_ids)}, rejected "
+        f"{len(v.rejected)}{tag}; written {files.report}, {files.table} and "
+        f"{len(files.figures)} figures"
+        + (f"; logged to run {result.run_id}" if logged else ""),
+        markup=False, highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    for problem in v.problems[:10]:
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    for warning in v.warnings:
         out.print("warning: " + warning, style="yellow", markup=False)
     raise typer.Exit(v.exit_code)

@@ -189,6 +189,9 @@ class TuningConfig(_Section):
     # XGBoost early stopping on an inner validation part of each fitting fold.
     early_stopping_rounds: int = Field(30, ge=1)
     validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    # Each running trial writes a heartbeat this often; one silent for 3 intervals (its process
+    # was killed) is marked FAIL, so a resumed study neither loses nor repeats it.
+    heartbeat_s: int = Field(5, ge=1)
     xgboost_space: dict[str, ParamRange] = Field(default_factory=_xgboost_space)
     logistic_space: dict[str, ParamRange] = Field(default_factory=_logistic_space)
 

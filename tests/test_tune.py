@@ -1,0 +1,343 @@
+"""Tuning: search, pruning, failures, resume after SIGKILL, workers on PostgreSQL, nested
+estimate, MLflow parent and child runs. Small cohorts and few trials keep it to a few minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+import inflamrx.tune as tune_module
+from inflamrx.cli import app
+from inflamrx.config import Config, load_config
+from inflamrx.errors import InputError
+from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.training import PreparedCohort, prepare
+from inflamrx.tune import (
+    TuneOptions,
+    TuneResult,
+    check_options,
+    create_study,
+    default_storage,
+    fingerprint,
+    open_storage,
+    search_here,
+    tune,
+)
+from inflamrx.validate import validate_cohort
+
+pytestmark = pytest.mark.slow
+
+# A small space with cheap, short trials; depth varies so a test can make deep trials fail.
+SMALL_SPACE = {
+    "max_depth": {"low": 2, "high": 5, "integer": True},
+    "learning_rate": {"low": 0.02, "high": 0.3, "log": True},
+    "n_estimators": {"low": 20, "high": 80, "integer": True},
+    "min_child_weight": {"low": 1, "high": 30, "log": True},
+}
+
+
+def overrides(workspace: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "data.path": str(workspace / "synthetic.csv"),
+        "data.synthetic": True,
+        "evaluation.n_bootstrap": 200,
+        "report.enabled": False,
+        "tuning.cv_folds": 3,
+        "tuning.nested_folds": 2,
+        "tuning.nested_trials": 3,
+        "tuning.heartbeat_s": 1,
+        "tuning.xgboost_space": SMALL_SPACE,
+        "tracking.experiment": "tune",
+    } | extra
+
+
+def cli_sets(values: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for key, value in values.items():
+        out += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: the CLI reads it back
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tune")
+    write_cohort(simulate_cohort(400, seed=3), root / "synthetic.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tuned(workspace: Path) -> tuple[TuneResult, str]:
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(workspace)
+        config = load_config(None, overrides(workspace))
+        result = tune(config, TuneOptions(trials=14, study="e2e"))
+    return result, uri
+
+
+@pytest.fixture(scope="module")
+def prepared(workspace: Path) -> tuple[Config, PreparedCohort]:
+    config = load_config(None, overrides(workspace))
+    return config, prepare(validate_cohort(config.data), config)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (TuneOptions(trials=0), r"--trials must be at least 1; got 0"),
+        (TuneOptions(workers=0), r"--workers must be at least 1; got 0"),
+        (TuneOptions(timeout_s=-5), r"--timeout must be a positive number"),
+        (TuneOptions(study=""), r"--study must be a name of 1 to 512 characters"),
+        (TuneOptions(storage="mysql://u:secret@db/x"), r"scheme 'mysql' is not supported"),
+        (TuneOptions(storage="optuna.db"), r"scheme 'missing' is not supported"),
+    ],
+)
+def test_bad_options_are_refused_with_the_option_named(options: TuneOptions, message: str) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        check_options(options)
+    assert "secret" not in str(info.value)  # a password never reaches a message
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--workers", "0"], ["--trials", "0"], ["--storage", "redis://h/0"], ["--timeout", "0"]],
+)
+def test_cli_bad_options_exit_2_without_traceback(args: list[str]) -> None:
+    done = CliRunner().invoke(app, ["tune", *args])
+    assert done.exit_code == 2
+    assert "error:" in done.output and "Traceback" not in done.output
+
+
+def test_unreachable_postgres_is_an_input_error() -> None:
+    url = "postgresql://nobody:pw@127.0.0.1:1/none?connect_timeout=2"
+    with pytest.raises(InputError, match=r"cannot open the study storage .*127\.0\.0\.1:1"):
+        open_storage(url, heartbeat_s=1)
+
+
+def test_default_storage_follows_a_sqlite_tracking_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'x' / 'mlflow.db'}")
+    assert default_storage() == f"sqlite:///{tmp_path / 'x' / 'optuna.db'}"
+
+
+def test_a_study_made_for_another_config_is_refused(
+    tmp_path: Path, prepared: tuple[Config, PreparedCohort]
+) -> None:
+    config, data = prepared
+    storage = open_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_s=1)
+    create_study(storage, "s", fingerprint(config, data.digest), config)
+    other = config.model_copy(update={"split": config.split.model_copy(update={"seed": 9})})
+    with pytest.raises(InputError, match="made for another configuration"):
+        create_study(storage, "s", fingerprint(other, data.digest), other)
+    # Budget and honesty settings may change between runs of one study.
+    more = config.model_copy(update={"tuning": config.tuning.model_copy(update={"n_trials": 99})})
+    assert fingerprint(more, data.digest) == fingerprint(config, data.digest)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+def _search(tmp_path: Path, config: Config, data: PreparedCohort, name: str, n: int) -> Any:
+    storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}", heartbeat_s=1)
+    study = create_study(storage, name, fingerprint(config, data.digest), config)
+    search_here(study, data, config, n, deadline=None, n_existing=0, worker=0)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_same_seed_one_worker_same_best_params(
+    tmp_path: Path, prepared: tuple[Config, PreparedCohort]
+) -> None:
+    config, data = prepared
+    first = _search(tmp_path, config, data, "a", 8)
+    second = _search(tmp_path, config, data, "b", 8)
+    assert first.best_params == second.best_params
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    assert [t.state for t in first.trials] == [t.state for t in second.trials]
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(
+    tmp_path: Path, prepared: tuple[Config, PreparedCohort], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, data = prepared
+    real = tune_module.score_fold
+
+    def deep_trees_explode(cfg: Config, *args: Any) -> tuple[float, int | None]:
+        if cfg.model.max_depth >= 4:
+            raise RuntimeError(f"boom: max_depth {cfg.model.max_depth} is not allowed")
+        return real(cfg, *args)
+
+    monkeypatch.setattr(tune_module, "score_fold", deep_trees_explode)
+    study = _search(tmp_path, config, data, "failing", 10)
+    states = [t.state for t in study.trials]
+    assert len(states) == 10  # the study went on to its budget
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and TrialState.COMPLETE in states
+    for t in failed:
+        assert t.params["max_depth"] >= 4
+        assert t.user_attrs["error"].startswith("RuntimeError: boom: max_depth")
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def test_summary_has_the_promised_keys(tuned: tuple[TuneResult, str]) -> None:
+    result, _ = tuned
+    summary = json.loads(json.dumps(result.summary(), default=float))
+    assert {"study", "n_trials", "best_params", "best_cv_auroc", "nested_auroc",
+            "nested_auroc_ci", "nested_auroc_folds", "run_id", "model_uri", "test_auroc",
+            "test_auroc_ci"} <= set(summary)  # fmt: skip
+    assert summary["study"] == "e2e" and summary["n_trials"] == 14
+    assert set(summary["best_params"]) == set(SMALL_SPACE)
+
+
+def test_nested_estimate_is_present_and_honest(tuned: tuple[TuneResult, str]) -> None:
+    result, _ = tuned
+    nested = result.nested
+    assert len(nested.fold_auroc) == 2
+    assert nested.pooled.ci_low <= nested.pooled.estimate <= nested.pooled.ci_high
+    assert 0.5 < nested.pooled.estimate < 0.9
+    # Nested folds score only outer-fold patients of the training part: never the test set.
+    scored = sorted(i for f in nested.folds for i in f.score_idx)
+    assert scored == list(range(result.train.n_train))
+
+
+def test_pruning_prunes_and_saves_fold_fits(tuned: tuple[TuneResult, str]) -> None:
+    result, _ = tuned
+    assert result.counts.pruned >= 1
+    assert 0 < result.fold_fits_saved < 1
+    assert result.counts.done == 14 and result.counts.running == 0
+
+
+def test_mlflow_parent_run_with_child_runs_and_no_patient_ids(
+    tuned: tuple[TuneResult, str], workspace: Path
+) -> None:
+    result, uri = tuned
+    client = mlflow.MlflowClient(uri)
+    parent = client.get_run(result.train.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["job"] == "tune" and parent.data.tags["optuna_study"] == "e2e"
+    metrics = parent.data.metrics
+    assert {"best_cv_auroc", "nested_auroc", "nested_auroc_ci_low", "test_auroc"} <= set(metrics)
+    for name, value in result.best_params.items():
+        if name != "n_estimators":  # refitted with the early-stopped number of trees
+            assert float(parent.data.params[f"model.{name}"]) == pytest.approx(value)
+    artifacts = {a.path for a in client.list_artifacts(result.train.run_id, "tuning")}
+    assert {
+        "tuning/optimisation_history.png",
+        "tuning/trials.csv",
+        "tuning/nested.json",
+    } <= artifacts
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.train.run_id}'"
+    )
+    assert len(children) == 14
+    states = {c.data.tags["optuna_state"]: c.info.status for c in children}
+    assert states.get("COMPLETE") == "FINISHED" and states.get("PRUNED") == "KILLED"
+    assert all(set(c.data.params) == set(SMALL_SPACE) for c in children)
+    assert all("fold_auroc" in c.data.metrics for c in children)
+    version = client.get_model_version("inflamrx-response", result.train.registered_version)
+    assert version.run_id == result.train.run_id
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{workspace / 'optuna.db'}")
+    everything = json.dumps(
+        [parent.data.params, parent.data.tags, parent.data.metrics, study.user_attrs]
+        + [[c.data.params, c.data.tags, c.data.metrics] for c in children]
+        + [[t.user_attrs, t.params] for t in study.trials],
+        default=str,
+    )
+    assert "SYN-" not in everything
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "inflamrx"), "tune", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _env(workspace: Path, db: str) -> dict[str, str]:
+    return os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{workspace / db}"}
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(workspace: Path) -> None:
+    # Slower trials (no early stopping, more trees) so the kill lands mid-study.
+    sets = overrides(workspace, **{"tuning.early_stopping_rounds": 1000})
+    sets["tuning.xgboost_space"] = SMALL_SPACE | {"n_estimators": {"low": 150, "high": 300, "integer": True}}  # fmt: skip
+    args = ["--trials", "12", "--study", "killed", "--json", *cli_sets(sets)]
+    env = _env(workspace, "resume-mlflow.db")
+    storage = f"sqlite:///{workspace / 'optuna.db'}"  # beside resume-mlflow.db
+
+    first = _cli(args, workspace, env)
+    finished: dict[int, tuple[str, Any, dict[str, Any]]] = {}
+    deadline = time.time() + 120
+    while len(finished) < 3 and time.time() < deadline and first.poll() is None:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="killed", storage=storage).trials
+        except KeyError:
+            continue  # the study does not exist yet
+        finished = {t.number: (t.state.name, t.value, t.params) for t in trials
+                    if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}  # fmt: skip
+    assert first.poll() is None, first.stderr.read().decode() if first.stderr else ""
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert 3 <= len(finished) < 12
+
+    second = _cli(args, workspace, env)
+    out, err = second.communicate(timeout=240)
+    assert second.returncode == 0, err.decode()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    trials = optuna.load_study(study_name="killed", storage=storage).trials
+    assert summary["n_trials"] == len(trials) == 12  # budget exact: nothing run twice
+    assert [t.number for t in trials] == list(range(12))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in trials)
+    for number, before in finished.items():  # no finished trial lost or changed
+        t = trials[number]
+        assert (t.state.name, t.value, t.params) == before
+    for t in trials:  # a trial the kill interrupted is failed by the heartbeat, not re-run
+        if t.state == TrialState.FAIL:
+            assert "error" not in t.user_attrs
+
+
+def test_two_workers_share_a_postgresql_study(workspace: Path, postgres_url: str) -> None:
+    study = f"pg-{uuid.uuid4().hex[:10]}"
+    # Longer trials (no early stopping): both worker processes start together and spend
+    # ~10 s importing; each must still find trials to run.
+    sets = overrides(workspace, **{"tuning.early_stopping_rounds": 1000, "tuning.nested_trials": 2})
+    sets["tuning.xgboost_space"] = SMALL_SPACE | {"n_estimators": {"low": 300, "high": 600, "integer": True}}  # fmt: skip
+    args = ["--trials", "12", "--workers", "2", "--storage", postgres_url, "--study", study,
+            "--json", *cli_sets(sets)]  # fmt: skip
+    done = _cli(args, workspace, _env(workspace, "pg-mlflow.db"))
+    out, err = done.communicate(timeout=240)
+    assert done.returncode == 0, err.decode()[-3000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    storage = open_storage(postgres_url, heartbeat_s=1)  # chooses the pinned psycopg2 driver
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    # Two workers may both pass the budget check in the same instant: at most one extra.
+    assert 12 <= len(trials) <= 13 and summary["n_trials"] == len(trials)
+    assert len({t.user_attrs.get("worker") for t in trials}) == 2  # both processes ran trials
+    assert summary["nested_auroc_ci"][0] <= summary["nested_auroc"] <= summary["nested_auroc_ci"][1]
+    assert summary["storage"].startswith("postgresql://")
