@@ -160,7 +160,7 @@ def subgroups(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_feature_request(config: Config) -> None:
+def check_feature_request(config: Config) -> None:
     banned = never_features(config.outcome)
     asked = sorted(set(config.features.include or []) & banned)
     if asked:
@@ -173,7 +173,7 @@ def _check_feature_request(config: Config) -> None:
 def train(config: Config, progress: Progress | None = None) -> TrainResult:
     """Validate, split, cross-validate, fit, evaluate once on the test set, log and register."""
     say = progress or (lambda _msg: None)
-    _check_feature_request(config)
+    check_feature_request(config)
     say("validating the cohort")
     validated = validate_cohort(config.data)
     return train_on(validated, config, say)

@@ -695,7 +695,7 @@ def tune(
     on_trials: Callable[[TrialCounts], None] | None = None,
 ) -> TuneResult:
     """Search, estimate honestly with nested CV, refit the best, evaluate once, log, register."""
-    from inflamrx.training import _check_feature_request
+    from inflamrx.training import check_feature_request
     from inflamrx.validate import validate_cohort
 
     options = options or TuneOptions()
@@ -707,7 +707,7 @@ def tune(
     started, clock = datetime.now(), time.perf_counter()
     seconds: dict[str, float] = {}
 
-    _check_feature_request(config)
+    check_feature_request(config)
     say("validating the cohort")
     validated = validate_cohort(config.data)
     data = prepare(validated, config)
