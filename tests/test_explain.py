@@ -248,6 +248,10 @@ def test_train_logs_the_report_to_its_run(trained: tuple[TrainResult, str]) -> N
     assert {"explanations/report.html", "explanations/shap_values.parquet"} <= logged
     figures = {a.path for a in client.list_artifacts(result.run_id, "explanations/figures")}
     assert "explanations/figures/beeswarm.png" in figures
+    assert result.report_uri is not None and result.report_uri.endswith(
+        f"{result.run_id}/artifacts/explanations/report.html"
+    )  # printed by `inflamrx train` and in its --json
+    assert result.summary()["report_uri"] == result.report_uri
     run = client.get_run(result.run_id)
     everything = json.dumps([run.data.params, run.data.tags, run.data.metrics])
     assert "SYN-" not in everything  # identifiers never in params, tags or metrics

@@ -272,6 +272,8 @@ def print_training(result: Any) -> None:
             else ""
         )
     )
+    if result.report_uri:
+        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

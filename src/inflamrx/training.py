@@ -61,6 +61,7 @@ class TrainResult:
     table: pd.DataFrame  # metric, model, CRP > 3 rule, CRP alone (point and 95% CI)
     test_patient_ids: list[str]  # in memory only (benchmarks); never logged
     warnings: list[str] = field(default_factory=list)
+    report_uri: str | None = None  # the SHAP report logged to the run (report.enabled)
 
     @property
     def test_auroc(self) -> float:
@@ -89,6 +90,7 @@ class TrainResult:
             "n_without_outcome": self.n_without_outcome,
             "metrics": self.evaluation.to_mlflow_metrics(),
             "warnings": self.warnings,
+            "report_uri": self.report_uri,
         }
 
 
@@ -340,6 +342,7 @@ def evaluate_and_log(
     model_uri, version = log_pipeline(
         fitted, data.x_train, config, synthetic=config.data.is_synthetic
     )
+    report_uri = None
     if config.report.enabled:
         from inflamrx.report import report_training_run  # matplotlib/shap only when needed
 
@@ -347,6 +350,7 @@ def evaluate_and_log(
         report_training_run(
             run_id, model_uri, fitted, test_cohort, x_test, config, len(validated.rejected)
         )
+        report_uri = mlflow.get_artifact_uri("explanations/report.html")
     return TrainResult(
         run_id=run_id,
         model_uri=model_uri,
@@ -362,6 +366,7 @@ def evaluate_and_log(
         table=table,
         test_patient_ids=test_cohort["patient_id"].astype(str).tolist(),
         warnings=warnings,
+        report_uri=report_uri,
     )
 
 
