@@ -39,6 +39,11 @@ SetOpt = Annotated[
         "--set", help="Override any config key, e.g. --set model.max_depth=4 (repeatable)."
     ),
 ]
+ExperimentOpt = Annotated[
+    str | None,
+    typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def handles_input_errors(fn: F) -> F:
@@ -87,6 +92,24 @@ def _quiet_libraries() -> None:
 
 def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Config:
     return load_config(config, parse_overrides(sets or []), data)
+
+
+def _job_config(
+    config: Path | None,
+    data: str | None,
+    sets: list[str] | None,
+    experiment: str | None,
+    as_json: bool,
+) -> tuple[Config, Console]:
+    """The config of a tracked job and the console its progress goes to (stderr under --json,
+    so stdout stays one JSON object); synthetic data is announced before anything runs."""
+    cfg = _config(config, data, sets)
+    if experiment:
+        cfg.tracking.experiment = experiment
+    status = err if as_json else out
+    if cfg.data.is_synthetic:
+        status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
+    return cfg, status
 
 
 def _version(value: bool) -> None:
@@ -210,13 +233,8 @@ def train(
     config: ConfigOpt = None,
     data: DataOpt = None,
     sets: SetOpt = None,
-    experiment: Annotated[
-        str | None,
-        typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    experiment: ExperimentOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate on a held-out test set, log to MLflow and register the model."""
     import json
@@ -224,12 +242,7 @@ def train(
     from inflamrx.training import train as run_training
 
     _quiet_libraries()
-    cfg = _config(config, data, sets)
-    if experiment:
-        cfg.tracking.experiment = experiment
-    status = err if as_json else out
-    if cfg.data.is_synthetic:
-        status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
+    cfg, status = _job_config(config, data, sets, experiment, as_json)
     with status.status("training") as spinner:
 
         def progress(message: str) -> None:
@@ -303,13 +316,8 @@ def tune(
     workers: Annotated[
         int, typer.Option("--workers", help="Local worker processes (one thread each).")
     ] = 1,
-    experiment: Annotated[
-        str | None,
-        typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
+    experiment: ExperimentOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Tune hyperparameters (Optuna), estimate the procedure honestly (nested CV), refit, register."""
     import json
@@ -324,12 +332,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = TuneOptions(trials, timeout, storage, study, workers)
     check_options(options)  # before any data is read: bad options fail fast
-    cfg = _config(config, data, sets)
-    if experiment:
-        cfg.tracking.experiment = experiment
-    status = err if as_json else out
-    if cfg.data.is_synthetic:
-        status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
+    cfg, status = _job_config(config, data, sets, experiment, as_json)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"))  # fmt: skip
     with Progress(*columns, console=status, transient=False) as bar:
