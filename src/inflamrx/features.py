@@ -264,8 +264,11 @@ def resolve_selection(
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> Array:
+    series = frame[column]
+    if series.dtype == np.float64:
+        return series.to_numpy()  # the validated cohort's numbers: nothing to convert
     try:
-        values = pd.to_numeric(frame[column])
+        values = pd.to_numeric(series)
     except (TypeError, ValueError) as err:
         raise ValueError(f"Column {column!r} must be numeric: {err}.") from None
     return np.asarray(values.to_numpy(dtype=float, na_value=np.nan), dtype=np.float64)
@@ -280,7 +283,9 @@ def _concentrations(frame: pd.DataFrame, column: str) -> Array:
 
 def _booleans(frame: pd.DataFrame, column: str) -> Array:
     try:
-        values = frame[column].astype("boolean")
+        values = frame[column]
+        if not isinstance(values.dtype, pd.BooleanDtype):  # (the validated cohort's already is)
+            values = values.astype("boolean")
     except (TypeError, ValueError):
         raise ValueError(
             f"Column {column!r} must be yes/no (True/False or 1/0, blank if unknown)."

@@ -11,6 +11,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ _IDENTIFIER_PHRASES = (
 )  # fmt: skip
 # Below this, an XPT float is SAS's rendering of an exact zero (about 5.4e-79).
 _XPT_ZERO = 1e-70
+# pandas' own text dtype (Arrow-backed, NaN when missing): what as_text produces.
+_TEXT = pd.api.types.pandas_dtype("str")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class SourceTable:
     malformed: tuple[tuple[int, str], ...] = ()  # (line, what is wrong): rejected, never dropped
 
 
+@lru_cache(maxsize=4096)  # the same column names arrive with every request
 def _identifier_reason(column: str) -> str | None:
     spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", column).lower()
     tokens = [t for t in re.split(r"[^a-z0-9]+", spaced) if t]
@@ -57,22 +61,29 @@ def _identifier_reason(column: str) -> str | None:
 
 def as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Every column as text; integral floats as '7', not '7.0' (XPT/Parquet codes are floats)."""
-    out = {}
-    for col in frame.columns:
-        s = frame[col]
-        if pd.api.types.is_integer_dtype(s):
-            # Exact digits: through float, an id above 2**53 would change (and could collide).
-            out[col] = s.astype("str").where(s.notna())
-        elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            v = s.to_numpy(dtype=float, na_value=np.nan)
-            v = np.where(np.abs(v) < _XPT_ZERO, 0.0, v)
-            integral = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 1e15)
-            whole = np.round(np.where(integral, v, 0.0)).astype("int64")  # no overflow on 1e20
-            text = np.where(integral, whole.astype(str), v.astype(str))
-            out[col] = pd.Series(text, index=frame.index, dtype="str").where(~np.isnan(v))
-        else:
-            out[col] = s.astype("str").where(s.notna())
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame({col: text_column(frame[col]) for col in frame.columns}, index=frame.index)
+
+
+def text_column(s: pd.Series) -> pd.Series:
+    """One column as text, missing values as NaN (see ``as_text``)."""
+    if s.dtype == _TEXT:
+        return s  # already text (CSV columns, a served record's strings): nothing to convert
+    if s.dtype == bool or isinstance(s.dtype, pd.BooleanDtype):
+        # Yes/no as astype("str") writes them, without its per-value conversion.
+        yes = s.to_numpy(dtype=bool, na_value=False)
+        text = pd.Series(np.where(yes, "True", "False"), index=s.index, name=s.name, dtype="str")
+        return text.where(s.notna()) if s.hasnans else text
+    if pd.api.types.is_integer_dtype(s):
+        # Exact digits: through float, an id above 2**53 would change (and could collide).
+        return s.astype("str").where(s.notna())
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        v = s.to_numpy(dtype=float, na_value=np.nan)
+        v = np.where(np.abs(v) < _XPT_ZERO, 0.0, v)
+        integral = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 1e15)
+        whole = np.round(np.where(integral, v, 0.0)).astype("int64")  # no overflow on 1e20
+        text = np.where(integral, whole.astype(str), v.astype(str))
+        return pd.Series(text, index=s.index, name=s.name, dtype="str").where(~np.isnan(v))
+    return s.astype("str").where(s.notna())
 
 
 def _read_csv(path: Path) -> SourceTable:
@@ -181,9 +192,18 @@ def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceT
     checked as numbers directly, skipping a costly round trip through text."""
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
-    numbers = [c for c in frame.columns if keep_numbers and pd.api.types.is_float_dtype(frame[c])]
-    text = as_text(frame.drop(columns=numbers))
-    raw = pd.concat([text, frame[numbers]], axis=1)[list(frame.columns)] if numbers else text
+    if not frame.columns.is_unique:
+        repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+        raise ValueError(f"the table has repeated column names {repeated}")
+    # One column at a time, in place: no concat/reorder (their cost dominates a single record).
+    raw = pd.DataFrame(
+        {
+            c: s if keep_numbers and pd.api.types.is_float_dtype(s) else text_column(s)
+            for c, s in frame.items()
+        },
+        index=frame.index,
+        copy=False,
+    )
     return SourceTable(raw, pd.Series(np.arange(1, len(frame) + 1), dtype="int64"))
 
 
@@ -259,7 +279,8 @@ def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, li
             f"data.drop lists columns that data.columns maps: {both}; a column is either read "
             "(data.columns) or dropped (data.drop), not both"
         )
-    kept = raw.drop(columns=[c for c in data.drop if c in raw.columns])
+    dropped = [c for c in data.drop if c in raw.columns]
+    kept = raw.drop(columns=dropped) if dropped else raw
     by_source = {src: canon for canon, src in data.columns.items()}
     mapped_sources = set(by_source)
     # A canonical column present under its own name, when nothing else maps onto it.
@@ -268,10 +289,8 @@ def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, li
         for c in kept.columns
         if c in COLUMNS and c not in mapped_sources and c not in data.columns
     ]
-    frame = pd.DataFrame(
-        {canon: kept[src] for canon, src in data.columns.items()}
-        | {c: kept[c] for c in passthrough},
-        index=kept.index,
-    )
+    # One selection and a rename, rather than a frame assembled column by column.
+    sources = dict(data.columns) | {c: c for c in passthrough}
+    frame = kept[list(sources.values())].set_axis(list(sources), axis="columns")
     ignored = [c for c in kept.columns if c not in mapped_sources and c not in passthrough]
     return frame, ignored

@@ -24,7 +24,7 @@ def score_scales(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, list[tupl
     Returns the new frame and, per row position, (total column, message) for each recorded
     total that disagrees with the sum of its complete items: an error for that row.
     """
-    out = frame.copy()
+    out = frame.copy(deep=False)  # copy-on-write: the totals set below leave `frame` as it was
     problems: dict[int, list[tuple[str, str]]] = {}
     for scale in SCALE_ITEMS:
         items = [c for c in item_columns(scale) if c in out.columns]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pandera.pandas as pa
 
@@ -22,9 +24,13 @@ from inflamrx.ingest import (
     map_columns,
     read_sources,
     table_from_frame,
+    text_column,
 )
 from inflamrx.scales import score_scales
 from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+
+FloatArray = npt.NDArray[np.float64]
+_TEXT = pd.api.types.pandas_dtype("str")
 
 _LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -82,7 +88,7 @@ class ValidationResult:
         return pd.Series(keys, dtype="str").value_counts()
 
 
-def _convert_units(values: pd.Series, spec: ColumnSpec, unit: str) -> pd.Series:
+def _convert_units(values: FloatArray, spec: ColumnSpec, unit: str) -> FloatArray:
     factors = UNIT_FACTORS.get(spec.unit, {spec.unit.lower(): 1.0})
     factor = factors.get(unit.strip().lower())
     if factor is None:
@@ -115,10 +121,16 @@ class _Checker:
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
 
-    def number(self, text: pd.Series, spec: ColumnSpec) -> pd.Series:
-        values = pd.to_numeric(text, errors="coerce").astype("float64")
-        bad = (text.notna() & ~np.isfinite(values.fillna(0.0))) | (text.notna() & values.isna())
-        for pos in np.flatnonzero(bad.to_numpy()):
+    def number(self, text: pd.Series, spec: ColumnSpec) -> FloatArray:
+        """float64 values; NaN where missing, and where not a number (with a Problem)."""
+        if isinstance(text.dtype, np.dtype) and text.dtype.kind == "f":
+            # A typed float column (a served record): only an infinity is not a number.
+            values = text.to_numpy(dtype=np.float64)
+            bad = np.isinf(values)
+        else:
+            values = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+            bad = text.notna().to_numpy() & ~np.isfinite(values)  # unreadable, or infinite
+        for pos in np.flatnonzero(bad):
             hint = " (or '<LOD' when below the detection limit)" if spec.lod else ""
             self.add(
                 int(pos),
@@ -127,29 +139,50 @@ class _Checker:
                 f"not a number; {spec.label} {rule_text(spec)}{hint}",
                 "not a number",
             )
-        return values.where(~bad)
+        return np.where(bad, np.nan, values)
 
-    def boolean(self, text: pd.Series, spec: ColumnSpec) -> pd.Series:
-        low = text.str.strip().str.lower()
-        low = low.where(~low.isin(["1.0", "0.0"]), low.str[0])
-        out = pd.Series(pd.NA, index=text.index, dtype="boolean")
-        out[low.isin(_TRUE)] = True
-        out[low.isin(_FALSE)] = False
-        for pos in np.flatnonzero((text.notna() & out.isna()).to_numpy()):
+    def boolean(self, text: pd.Series, spec: ColumnSpec) -> pd.arrays.BooleanArray:
+        # Decided once per distinct answer: a column repeats a few, however many rows it has.
+        codes, answers = pd.factorize(text.str.strip().str.lower())
+        decided = [_yes_no(answer) for answer in answers]
+        yes = _by_code([d is True for d in decided], codes, missing=False, dtype=bool)
+        unknown = _by_code([d is None for d in decided], codes, missing=True, dtype=bool)
+        for pos in np.flatnonzero(unknown & (codes >= 0)):  # written, but not yes/no
             self.add(
                 int(pos), spec.name, text.iloc[pos], f"{spec.label} {rule_text(spec)}", "not yes/no"
             )
-        return out
+        return pd.arrays.BooleanArray(yes, unknown)
 
     @staticmethod
     def category(text: pd.Series, spec: ColumnSpec) -> pd.Series:
         # Match case-insensitively ("female" is not guessed, "f" becomes "F").
         by_lower = {a.lower(): a for a in spec.allowed}
-        stripped = text.str.strip()
-        known = stripped.str.lower().map(by_lower)
-        # Unknown values stay as written, for the contract to reject and quote back.
-        # .astype: an all-empty column would otherwise come back as float64 and fail the dtype.
-        return known.where(known.notna(), stripped).astype("str")
+        codes, values = pd.factorize(text.str.strip())
+        # Unknown values stay as written (stripped), for the contract to reject and quote back.
+        canonical = [
+            by_lower.get(low, v) for low, v in zip(values.str.lower(), values, strict=True)
+        ]
+        return pd.Series(
+            _by_code(canonical, codes, missing=np.nan, dtype=object),
+            index=text.index,
+            name=text.name,
+            dtype="str",
+        )
+
+
+def _yes_no(answer: str) -> bool | None:
+    """A stripped, lower-case answer as True/False; None when it is not a yes/no."""
+    if answer in ("1.0", "0.0"):
+        answer = answer[0]
+    return True if answer in _TRUE else False if answer in _FALSE else None
+
+
+def _by_code(
+    per_value: list[Any], codes: npt.NDArray[np.intp], missing: object, dtype: type
+) -> npt.NDArray[Any]:
+    """Spread one result per distinct value (``pd.factorize``'s uniques) back over the rows."""
+    table: npt.NDArray[Any] = np.array([*per_value, missing], dtype=dtype)
+    return table[codes]  # code -1 (a missing value) picks the last entry: ``missing``
 
 
 def _check_keyed_options(data: DataConfig) -> None:
@@ -170,7 +203,7 @@ def _check_keyed_options(data: DataConfig) -> None:
 
 
 def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
-    out = frame.copy()
+    out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
     for col, codes in data.missing_codes.items():
         if col not in out:
             continue
@@ -183,7 +216,7 @@ def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 
 def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
-    out = frame.copy()
+    out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
     for col, mapping in data.recode.items():
         if col in out:
             out[col] = as_text(out[[col]])[col].map(lambda v, m=mapping: str(m[v]) if v in m else v)
@@ -191,13 +224,15 @@ def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 
 def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataFrame:
-    out: dict[str, pd.Series] = {}
-    for name in frame.columns:
+    # Columns are built as arrays and become one frame at the end: each pandas Series
+    # operation costs tens of microseconds, which is most of the cost of a single record.
+    out: dict[str, pd.Series | FloatArray | pd.arrays.BooleanArray] = {}
+    for name, column in frame.items():
         spec = COLUMNS[name]
         numeric = spec.kind in (Kind.NUMBER, Kind.INTEGER)
-        typed = numeric and pd.api.types.is_float_dtype(frame[name])
+        typed = numeric and pd.api.types.is_float_dtype(column)
         # Text, except typed numbers; a float where text is expected reads '1.0' as '1'.
-        text = frame[name] if typed else as_text(frame[[name]])[name]
+        text = column if typed else text_column(column)
         if numeric:
             below = None  # a typed number cannot say '<LOD': its flag column says it
             if spec.lod and not typed:
@@ -211,21 +246,18 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
             out[name] = values
             if spec.lod:
                 flag = f"{name}_below_lod"
-                parsed_flag = (
-                    below.notna() if below is not None else pd.Series(False, index=text.index)
-                )
-                prev: pd.Series | None = None
+                flagged = np.zeros(len(values), dtype=bool)
+                if below is not None:
+                    flagged = below.notna().to_numpy()
                 if flag in out:  # the flag column came first and is already parsed (and checked)
-                    prev = out[flag]
+                    flagged = flagged | _true(out[flag])
                 elif flag in frame:
-                    source_flag = frame[flag]
-                    prev = checker.boolean(
-                        source_flag.astype("str").where(source_flag.notna()), COLUMNS[flag]
-                    )
-                out[flag] = parsed_flag.astype("boolean")
-                if prev is not None:
-                    out[flag] = (out[flag] | prev.fillna(False)).astype("boolean")
-                out[flag] = out[flag].where(values.notna() | out[flag], pd.NA).astype("boolean")
+                    written = frame[flag]
+                    if written.dtype != _TEXT:  # (converting text to text costs a few steps)
+                        written = written.astype("str").where(written.notna())
+                    flagged = flagged | _true(checker.boolean(written, COLUMNS[flag]))
+                # Missing only where the value is missing and nothing says it was below the LOD.
+                out[flag] = pd.arrays.BooleanArray(flagged, np.isnan(values) & ~flagged)
         elif spec.kind is Kind.BOOLEAN:
             if name not in out:  # a below-LOD flag may already have been merged above
                 out[name] = checker.boolean(text, spec)
@@ -233,7 +265,12 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
             out[name] = checker.category(text, spec)
         else:
             out[name] = text.str.strip()
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame(out, index=frame.index, copy=False)
+
+
+def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray[np.bool_]:
+    """Yes/no values as a numpy mask: True where yes, False where no or missing."""
+    return pd.array(flags, dtype="boolean").to_numpy(dtype=bool, na_value=False)
 
 
 def _contract_problems(frame: pd.DataFrame, checker: _Checker) -> None:
@@ -263,15 +300,26 @@ def _contract_problems(frame: pd.DataFrame, checker: _Checker) -> None:
             checker.add(pos, col, case.failure_case, rule, short)
 
 
-def _cast(frame: pd.DataFrame) -> pd.DataFrame:
-    dtypes = {
+_DTYPES = {
+    kind: pd.api.types.pandas_dtype(name)
+    for kind, name in {
         Kind.NUMBER: "float64",
         Kind.INTEGER: "float64",
         Kind.BOOLEAN: "boolean",
         Kind.CATEGORY: "str",
         Kind.STRING: "str",
+    }.items()
+}
+
+
+def _cast(frame: pd.DataFrame) -> pd.DataFrame:
+    # Parsing already gives the canonical dtypes: only cast what differs (astype is per column).
+    changed = {
+        c: _DTYPES[COLUMNS[c].kind]
+        for c, dtype in frame.dtypes.items()
+        if dtype != _DTYPES[COLUMNS[c].kind]
     }
-    return frame.astype({c: dtypes[COLUMNS[c].kind] for c in frame.columns})
+    return frame.astype(changed) if changed else frame
 
 
 def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
@@ -299,8 +347,13 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     bad[list(checker.problems)] = True
     accepted = _cast(scored[~bad]).reset_index(drop=True)
     # Source values as written, minus data.drop (identifiers must not reappear in this file).
-    rejected = source.raw.drop(columns=[c for c in data.drop if c in source.raw])[bad]
-    rejected = rejected.rename(columns=_renames_for_output(list(rejected.columns)))
+    # Each step only when needed: on a single record these frame operations add up.
+    dropped = [c for c in data.drop if c in source.raw]
+    rejected = source.raw.drop(columns=dropped) if dropped else source.raw
+    rejected = rejected[bad] if bad.any() else rejected.iloc[:0]
+    renames = _renames_for_output(list(rejected.columns))
+    if renames:
+        rejected = rejected.rename(columns=renames)
     rejected.insert(0, ROW, source.rows[bad].to_numpy())
     rejected["reason"] = [
         "; ".join(p.reason() for p in checker.problems[int(pos)]) for pos in np.flatnonzero(bad)
