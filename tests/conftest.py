@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,37 @@ def postgres_url() -> str:
 @pytest.fixture(scope="session")
 def chromium() -> str:
     return _service("INFLAMRX_TEST_CHROMIUM", "Chromium")
+
+
+def synthetic_workspace(factory: pytest.TempPathFactory, name: str, n: int, seed: int) -> Path:
+    """A new folder holding a SYNTHETIC cohort of ``n`` patients as synthetic.csv."""
+    from inflamrx.simulate import simulate_cohort, write_cohort
+
+    root = factory.mktemp(name)
+    write_cohort(simulate_cohort(n, seed=seed), root / "synthetic.csv")
+    return root
+
+
+def quick_training(root: Path, experiment: str) -> dict[str, Any]:
+    """Config overrides that train on ``root``'s cohort quickly (60 trees, one CV repeat,
+    200 bootstrap resamples)."""
+    return {
+        "data.path": str(root / "synthetic.csv"),
+        "data.synthetic": True,
+        "evaluation.n_bootstrap": 200,
+        "split.cv_repeats": 1,
+        "split.cv_folds": 3,
+        "model.n_estimators": 60,
+        "tracking.experiment": experiment,
+    }
+
+
+@contextmanager
+def tracking_in(root: Path) -> Iterator[str]:
+    """MLflow tracking in SQLite under ``root`` (also the working directory); yields the URI."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        mp.chdir(root)
+        yield uri

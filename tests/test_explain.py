@@ -15,13 +15,14 @@ from scipy.special import expit
 from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
+from conftest import quick_training, synthetic_workspace, tracking_in
 from inflamrx import explain as ex
 from inflamrx.cli import app
 from inflamrx.config import load_config
 from inflamrx.features import ClinicalFeatures
 from inflamrx.model import build_estimator, build_pipeline, model_input_columns
 from inflamrx.outcomes import derive_outcome
-from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.simulate import simulate_cohort
 from inflamrx.training import TrainResult, train
 from inflamrx.validate import validate_frame
 
@@ -212,32 +213,15 @@ def test_known_drivers_rank_top_and_noise_ranks_low() -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("explain")
-    write_cohort(simulate_cohort(500, seed=4), root / "synthetic.csv")
-    return root
+    return synthetic_workspace(tmp_path_factory, "explain", n=500, seed=4)
 
 
 @pytest.fixture(scope="module")
 def trained(workspace: Path) -> tuple[TrainResult, str]:
     """XGBoost trained with the report on (the default), logged to a temporary SQLite store."""
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        mp.chdir(workspace)
-        config = load_config(
-            None,
-            {
-                "data.path": str(workspace / "synthetic.csv"),
-                "evaluation.n_bootstrap": 200,
-                "split.cv_repeats": 1,
-                "split.cv_folds": 3,
-                "model.n_estimators": 60,
-                "report.max_patients": 100,
-                "tracking.experiment": "explain",
-            },
-        )
-        return train(config), uri
+    with tracking_in(workspace) as uri:
+        overrides = quick_training(workspace, "explain") | {"report.max_patients": 100}
+        return train(load_config(None, overrides)), uri
 
 
 @pytest.mark.slow

@@ -27,13 +27,14 @@ from mlflow.types import DataType
 from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
+from conftest import quick_training, synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import load_config
 from inflamrx.errors import InputError
 from inflamrx.prediction import load_model
 from inflamrx.schema import OUTCOME_COLUMNS
 from inflamrx.serving import MAX_ROWS, UntrustedArtifactError, export, load_trusted, promote
-from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.simulate import simulate_cohort
 from inflamrx.training import TrainResult, train
 from inflamrx.validate import validate_frame
 
@@ -46,30 +47,14 @@ BIN = os.path.dirname(sys.executable)
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder with a synthetic cohort and its own SQLite MLflow, for the whole module."""
-    root = tmp_path_factory.mktemp("serve")
-    write_cohort(simulate_cohort(600, seed=3), root / "synthetic.csv")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mp.chdir(root)
+    root = synthetic_workspace(tmp_path_factory, "serve", n=600, seed=3)
+    with tracking_in(root):
         yield root
 
 
 @pytest.fixture(scope="module")
 def trained(workspace: Path) -> TrainResult:
-    config = load_config(
-        None,
-        {
-            "data.path": str(workspace / "synthetic.csv"),
-            "data.synthetic": True,
-            "evaluation.n_bootstrap": 100,
-            "split.cv_repeats": 1,
-            "split.cv_folds": 2,
-            "model.n_estimators": 60,
-            "report.enabled": False,
-            "tracking.experiment": "serve",
-        },
-    )
-    return train(config)
+    return train(load_config(None, quick_training(workspace, "serve") | {"report.enabled": False}))
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import quick_training, synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import load_config
 from inflamrx.errors import InputError
 from inflamrx.outcomes import derive_outcome, never_features
 from inflamrx.prediction import predict
-from inflamrx.simulate import simulate_cohort, write_cohort
+from inflamrx.simulate import simulate_cohort
 from inflamrx.training import TrainResult, train
 
 pytestmark = pytest.mark.slow
@@ -24,30 +25,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("train")
-    write_cohort(simulate_cohort(600, seed=3), root / "synthetic.csv")
-    return root
+    return synthetic_workspace(tmp_path_factory, "train", n=600, seed=3)
 
 
 @pytest.fixture(scope="module")
 def trained(workspace: Path) -> tuple[TrainResult, str]:
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(workspace)
-        config = load_config(
-            None,
-            {
-                "data.path": str(workspace / "synthetic.csv"),
-                "data.synthetic": True,
-                "evaluation.n_bootstrap": 200,
-                "split.cv_repeats": 1,
-                "split.cv_folds": 3,
-                "model.n_estimators": 60,
-                "tracking.experiment": "e2e",
-            },
-        )
-        result = train(config)
+    with tracking_in(workspace) as uri:
+        result = train(load_config(None, quick_training(workspace, "e2e")))
     return result, uri
 
 

@@ -20,10 +20,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 import inflamrx.tune as tune_module
+from conftest import synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import Config, load_config
 from inflamrx.errors import InputError
-from inflamrx.simulate import simulate_cohort, write_cohort
 from inflamrx.training import PreparedCohort, prepare
 from inflamrx.tune import (
     TuneOptions,
@@ -73,19 +73,13 @@ def cli_sets(values: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tune")
-    write_cohort(simulate_cohort(400, seed=3), root / "synthetic.csv")
-    return root
+    return synthetic_workspace(tmp_path_factory, "tune", n=400, seed=3)
 
 
 @pytest.fixture(scope="module")
 def tuned(workspace: Path) -> tuple[TuneResult, str]:
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.chdir(workspace)
-        config = load_config(None, overrides(workspace))
-        result = tune(config, TuneOptions(trials=14, study="e2e"))
+    with tracking_in(workspace) as uri:
+        result = tune(load_config(None, overrides(workspace)), TuneOptions(trials=14, study="e2e"))
     return result, uri
 
 
