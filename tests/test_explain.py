@@ -68,6 +68,21 @@ def test_contributions_add_up_to_the_models_log_odds(
     assert "CRP (mg/L, log)" in contrib.values.columns  # clinical names, not num__x3
 
 
+def test_tree_explainer_is_built_once_per_fitted_model_and_renewed_on_refit(
+    data: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
+) -> None:
+    _, x, y = data
+    pipeline = _fit("xgboost", x, y)
+    model = pipeline.named_steps["model"]
+    first = ex.tree_explainer(model)
+    assert ex.tree_explainer(model) is first  # served requests reuse it
+    model.fit(pipeline[0].transform(x), 1 - y)  # refitted in place: a new booster
+    renewed = ex.tree_explainer(model)
+    assert renewed is not first
+    contrib = ex.contributions(pipeline, x)  # explains the refitted model, additively
+    np.testing.assert_allclose(contrib.probability, pipeline.predict_proba(x)[:, 1], atol=1e-6)
+
+
 def test_additivity_violation_is_an_error(
     monkeypatch: pytest.MonkeyPatch, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
 ) -> None:

@@ -7,6 +7,7 @@ Values are in log-odds with a base value; base + sum must equal the model's marg
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ def contributions(pipeline: Pipeline, x: pd.DataFrame) -> Contributions:
     names = [str(n) for n in features_step.get_feature_names_out()]
     matrix = np.asarray(features_step.transform(x), dtype=float)
     if isinstance(model, XGBClassifier):
-        explainer = shap.TreeExplainer(model)
+        explainer = tree_explainer(model)
         values = np.asarray(explainer.shap_values(matrix), dtype=float)
         base = float(np.ravel(explainer.expected_value)[0])
         margin = model.predict(matrix, output_margin=True).astype(float)
@@ -66,6 +67,23 @@ def contributions(pipeline: Pipeline, x: pd.DataFrame) -> Contributions:
         margin=margin,
         features=pd.DataFrame(matrix, columns=names, index=index),
     )
+
+
+# Building a TreeExplainer parses every tree (about 30 ms for 300 trees, 15x the SHAP values
+# of one patient): a served model builds it once. Weak keys: a model that is gone frees its
+# explainer; a refitted model has a new booster, so a stale explainer is never reused.
+_TREE_EXPLAINERS: weakref.WeakKeyDictionary[XGBClassifier, tuple[object, shap.TreeExplainer]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def tree_explainer(model: XGBClassifier) -> shap.TreeExplainer:
+    booster = model.get_booster()
+    cached = _TREE_EXPLAINERS.get(model)
+    if cached is None or cached[0] is not booster:
+        cached = (booster, shap.TreeExplainer(model))
+        _TREE_EXPLAINERS[model] = cached
+    return cached[1]
 
 
 def _linear(model: Pipeline, matrix: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -274,7 +292,7 @@ def interaction_strength(
     if not isinstance(model, XGBClassifier) or features.empty:
         return None
     sample = features.sample(n=min(len(features), max_rows), random_state=seed)
-    phi = np.asarray(shap.TreeExplainer(model).shap_interaction_values(sample.to_numpy()))
+    phi = np.asarray(tree_explainer(model).shap_interaction_values(sample.to_numpy()))
     strength = 2.0 * np.abs(phi).mean(axis=0)
     np.fill_diagonal(strength, 0.0)
     return pd.DataFrame(strength, index=features.columns, columns=features.columns)

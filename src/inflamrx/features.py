@@ -296,7 +296,7 @@ def _booleans(frame: pd.DataFrame, column: str) -> Array:
 def _is_category(frame: pd.DataFrame, column: str, value: str) -> Array:
     series = frame[column]
     allowed = COLUMNS[column].allowed
-    unknown = sorted(set(series.dropna().astype(str)) - set(allowed))
+    unknown = sorted({str(v) for v in series.dropna().unique()} - set(allowed))
     if unknown:
         raise ValueError(
             f"Column {column!r} must be one of {list(allowed)} (or blank). Got {unknown[:5]}."

@@ -29,6 +29,7 @@ echoed back whole in the message. A POST with no Content-Type header at all is a
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -228,6 +229,10 @@ class ResponseModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.pipeline, self.settings = load_artifacts(context.artifacts)
+        # Everything loaded so far (libraries, the model) lives as long as the process: keep
+        # it out of the cyclic garbage collector, whose full passes over it cost more than
+        # the scoring itself once a batch builds 100,000 rows of factors (measured 20x).
+        gc.freeze()
 
     def predict(
         self,
