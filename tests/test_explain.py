@@ -283,7 +283,7 @@ def test_cli_explain_end_to_end(
     assert (out / "report.html").exists() and (out / "figures" / "importance.png").exists()
     table = pd.read_parquet(out / "shap_values.parquet")
     assert len(table) == 499 and cohort.loc[3, "patient_id"] not in set(table["patient_id"])
-    features = table.columns[4:]
+    features = table.columns[5:]  # after patient_id, report_patient, probability, log_odds, base
     np.testing.assert_allclose(
         table["base_value"] + table[features].sum(axis=1), table["log_odds"], atol=1e-4
     )
@@ -294,9 +294,9 @@ def test_cli_explain_end_to_end(
     done = runner.invoke(app, [*args, "--patient", ids[0], "--patient", ids[1]])
     assert done.exit_code == 0, done.output
     two = pd.read_parquet(workspace / "two" / "shap_values.parquet")
-    assert list(two["patient_id"]) == ids
+    assert list(two["patient_id"]) == ids and list(two["report_patient"]) == [1, 2]
     page = (workspace / "two" / "report.html").read_text()
-    assert all(f"Patient {i}" in page for i in ids)
+    assert "Patient 2</h3>" in page and "SYN-" not in page  # numbered, never identified
 
     done = runner.invoke(app, [*args, "--patient", "SYN-NOPE"])
     assert done.exit_code == 2

@@ -85,14 +85,19 @@ def test_synthetic_is_labelled_prominently(
     assert "SYNTHETIC" not in real.report.read_text(encoding="utf-8")
 
 
-def test_pseudonymous_ids_appear_only_in_the_patients_section(report: ReportFiles) -> None:
+def test_the_report_carries_no_identifier_and_the_table_maps_numbered_patients(
+    report: ReportFiles,
+) -> None:
     page = report.report.read_text(encoding="utf-8")
+    assert "SYN-" not in page
     patients = _section(page, "patients")
-    assert len(re.findall(r"Patient SYN-\d+", patients)) == SMALL.example_patients
-    assert "SYN-" not in page.replace(patients, "")
+    assert re.findall(r"Patient (\d+)</h3>", patients) == ["1", "2", "3"][: SMALL.example_patients]
     table = pd.read_parquet(report.table)
     assert table["patient_id"].str.startswith("SYN-").all()
-    assert list(table.columns[:4]) == ["patient_id", "probability", "log_odds", "base_value"]
+    numbered = table.dropna(subset=["report_patient"]).sort_values("report_patient")
+    assert numbered["report_patient"].tolist() == list(range(1, SMALL.example_patients + 1))
+    cols = ["patient_id", "report_patient", "probability", "log_odds", "base_value"]
+    assert list(table.columns[:5]) == cols
     assert not {"site", "arm", "drug", "age"} & set(table.columns)
 
 
@@ -112,9 +117,11 @@ def test_chosen_patients_are_shown_and_tabulated(
     explanation, cohort = explained
     ids = [str(explanation.patient_ids.iloc[5]), str(explanation.patient_ids.iloc[1])]
     files = write_report(explanation, _context(cohort, True), SMALL, tmp_path, patients=ids)
-    assert list(pd.read_parquet(files.table)["patient_id"]) == ids
+    table = pd.read_parquet(files.table)
+    assert list(table["patient_id"]) == ids and list(table["report_patient"]) == [1, 2]
     patients = _section(files.report.read_text(encoding="utf-8"), "patients")
-    assert all(f"Patient {i}" in patients for i in ids)
+    assert "Patient 1</h3>" in patients and "Patient 2</h3>" in patients
+    assert not any(i in patients for i in ids)
     assert " points</td>" in patients or "points" in patients
 
 

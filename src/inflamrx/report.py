@@ -6,10 +6,9 @@ selected patients and caveats. Images are PNG data URIs and the CSS is inline, s
 opens offline and nothing is fetched. Figures are ``matplotlib.figure.Figure`` objects on an
 Agg canvas (never pyplot), as in :mod:`inflamrx.plots`.
 
-Identifiers: pseudonymous patient ids appear only in the "Selected patients" section
-(``<section id="patients">``), where the researcher needs them to find the patient; they never
-appear in figures, in any other section, or in MLflow params, tags or metrics. The SHAP table
-(``shap_values.parquet``) carries the pseudonymous ``patient_id`` and no other identifier.
+Identifiers: the report carries none. Selected patients are numbered ("Patient 1"); the SHAP
+table (``shap_values.parquet``, logged beside the report) maps each number to the pseudonymous
+``patient_id`` in its ``report_patient`` column, and carries no other identifier.
 """
 
 from __future__ import annotations
@@ -400,20 +399,20 @@ def _patients_html(explanation: Explanation, ids: list[str], pngs: dict[str, byt
     points = probability_points(chosen.contrib)
     parts = [
         _p(
-            "Pseudonymous ids are shown here only, so a patient can be found in the study "
-            "database; no other section, figure or tracking field carries them. Points are "
-            "percentage points of predicted probability.",
+            "No identifier appears in this report: the column report_patient of "
+            f"{TABLE_FILE} (logged beside it) gives each numbered patient's pseudonymous id. "
+            "Points are percentage points of predicted probability.",
             "muted",
         )
     ]
-    for i, pid in enumerate(ids):
+    for i in range(len(ids)):
         rows = pd.DataFrame(
             [(f["text"], f["log_odds"], f["points"]) for f in factors[i]],
             columns=["factor", "log-odds", "probability points"],
         )
         total = float(points.iloc[i].sum())
         parts.append(
-            f'<div class="patient"><h3>Patient {html.escape(pid)}</h3>'
+            f'<div class="patient"><h3>Patient {i + 1}</h3>'
             + _p(
                 f"Predicted probability of response {chosen.contrib.probability[i]:.2f}; "
                 f"base value {chosen.contrib.base_value:+.2f} log-odds, patient "
@@ -533,7 +532,10 @@ def write_report(
     shown = list(patients) or example_patients(explanation, config.example_patients)
     tabulated = explanation.rows(list(patients)) if patients else explanation
     table = out / TABLE_FILE
-    shap_table(tabulated.contrib, tabulated.patient_ids).to_parquet(table, index=False)
+    numbered = dict(zip(shown, range(1, len(shown) + 1), strict=True))
+    values = shap_table(tabulated.contrib, tabulated.patient_ids)
+    values.insert(1, "report_patient", values["patient_id"].map(numbered).astype("Int64"))
+    values.to_parquet(table, index=False)
 
     sample = _sample(explanation, config.max_patients, config.seed)
     figures: dict[str, Figure] = {
