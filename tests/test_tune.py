@@ -335,3 +335,23 @@ def test_two_workers_share_a_postgresql_study(workspace: Path, postgres_url: str
     assert len({t.user_attrs.get("worker") for t in trials}) == 2  # both processes ran trials
     assert summary["nested_auroc_ci"][0] <= summary["nested_auroc"] <= summary["nested_auroc_ci"][1]
     assert summary["storage"].startswith("postgresql://")
+
+
+def test_search_only_adds_trials_and_leaves_refit_to_the_starting_job(workspace: Path) -> None:
+    """A second machine joins a shared study with --search-only: its trials are kept, and
+    nothing is estimated, refitted or registered there; the full job then continues the study
+    to its budget and is the one that registers a model."""
+    study = f"shared-{uuid.uuid4().hex[:8]}"
+    with tracking_in(workspace) as uri:
+        args = ["tune", "--trials", "4", "--study", study, "--search-only", "--json"]
+        done = CliRunner().invoke(app, [*args, *cli_sets(overrides(workspace))])
+        assert done.exit_code == 0, done.output
+        summary = json.loads(done.stdout)
+        assert summary["n_trials"] == 4 and summary["best_params"]
+        assert "model_uri" not in summary and "nested_auroc" not in summary
+        versions_before = len(mlflow.MlflowClient(uri).search_model_versions())
+
+        full = tune(load_config(None, overrides(workspace)), TuneOptions(trials=6, study=study))
+        assert full.counts.done == 6  # continued from the 4 trials of the search-only job
+        assert full.train is not None and full.nested is not None
+        assert len(mlflow.MlflowClient(uri).search_model_versions()) == versions_before + 1

@@ -316,6 +316,13 @@ def tune(
     workers: Annotated[
         int, typer.Option("--workers", help="Local worker processes (one thread each).")
     ] = 1,
+    search_only: Annotated[
+        bool,
+        typer.Option(
+            "--search-only",
+            help="Only add trials to the (shared) study: no nested estimate, refit or registration.",
+        ),
+    ] = False,
     experiment: ExperimentOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -330,7 +337,7 @@ def tune(
 
     _quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options = TuneOptions(trials, timeout, storage, study, workers)
+    options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
     cfg, status = _job_config(config, data, sets, experiment, as_json)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -363,6 +370,14 @@ def print_tuning(result: Any) -> None:
     out.print(
         f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
     )
+    if n is None:  # --search-only
+        out.print(
+            "search only: the job that started the study estimates, refits and registers "
+            "(run it without --search-only once the shared search is done)"
+        )
+        for warning in result.warnings:
+            out.print("warning: " + warning, style="yellow", markup=False)
+        return
     folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
     out.print(
         f"[bold]nested-CV AUROC of the whole tuning procedure[/] {n.pooled.estimate:.3f} "

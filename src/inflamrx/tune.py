@@ -38,6 +38,7 @@ concurrently. Optuna's deprecated ``MLflowCallback`` is not used.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -95,6 +96,9 @@ class TuneOptions:
     storage: str | None = None
     study: str | None = None
     workers: int = 1
+    # Add this machine's trials to a shared study and stop: the nested estimate, refit and
+    # registration are left to the job that started the study, so they run once.
+    search_only: bool = False
 
 
 def _check_positive(value: float | None, name: str) -> None:
@@ -654,10 +658,10 @@ class TuneResult:
     best_params: dict[str, Any]
     best_cv_auroc: float
     n_estimators_refit: int | None
-    nested: NestedEstimate
+    nested: NestedEstimate | None  # None with search_only
     fold_fits: int  # cross-validation fits the study's finished trials ran
     fold_fits_possible: int  # ... and would have run without pruning
-    train: TrainResult
+    train: TrainResult | None  # the refitted, evaluated, registered model; None with search_only
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -667,8 +671,9 @@ class TuneResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints with --json."""
+        trained = self.train.summary() if self.train is not None else {}
         return (
-            self.train.summary()
+            trained
             | {
                 "study": self.study,
                 "storage": self.storage,
@@ -683,8 +688,8 @@ class TuneResult:
                 "fold_fits_saved_by_pruning": self.fold_fits_saved,
                 "seconds": self.seconds,
             }
-            | self.nested.summary()
-            | {"warnings": self.train.warnings + self.warnings}
+            | (self.nested.summary() if self.nested is not None else {})
+            | {"warnings": trained.get("warnings", []) + self.warnings}
         )
 
 
@@ -737,6 +742,27 @@ def tune(
         )
     best = study.best_trial
     seconds["search"] = time.perf_counter() - clock
+    fits = sum(int(t.user_attrs.get("folds_fitted", 0)) for t in trials if t.state in FINISHED)
+    possible = len(splits) * sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials
+    )
+    searched = TuneResult(
+        study=name,
+        storage=redact(url),
+        counts=counts,
+        best_trial=best.number,
+        best_params=dict(best.params),
+        best_cv_auroc=float(best.value or float("nan")),
+        n_estimators_refit=None,
+        nested=None,
+        fold_fits=fits,
+        fold_fits_possible=possible,
+        train=None,
+        seconds=seconds,
+        warnings=[f"{counts.failed} trials failed; see the FAILED trials"] if counts.failed else [],
+    )
+    if options.search_only:
+        return searched
 
     clock = time.perf_counter()
     nested_trials = config.tuning.nested_trials or n_trials
@@ -749,28 +775,9 @@ def tune(
     result = _log_job(study, url, best, best_config, nested, validated, data, say)
     seconds["refit_evaluate_log"] = time.perf_counter() - clock
 
-    fits = sum(int(t.user_attrs.get("folds_fitted", 0)) for t in trials if t.state in FINISHED)
-    possible = len(splits) * sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials
-    )
-    return TuneResult(
-        study=name,
-        storage=redact(url),
-        counts=counts,
-        best_trial=best.number,
-        best_params=dict(best.params),
-        best_cv_auroc=float(best.value or float("nan")),
-        n_estimators_refit=best_config.model.n_estimators
-        if config.model.kind == "xgboost"
-        else None,
-        nested=nested,
-        fold_fits=fits,
-        fold_fits_possible=possible,
-        train=result,
-        seconds=seconds,
-        warnings=[f"{counts.failed} trials failed; see the FAILED child runs"]
-        if counts.failed
-        else [],
+    refit_trees = best_config.model.n_estimators if config.model.kind == "xgboost" else None
+    return dataclasses.replace(
+        searched, n_estimators_refit=refit_trees, nested=nested, train=result
     )
 
 
