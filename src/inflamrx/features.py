@@ -36,6 +36,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from inflamrx.scales import item_columns
 from inflamrx.schema import COLUMNS, IDENTITY_COLUMNS, OUTCOME_COLUMNS, SCALE_ITEMS
 
 __all__ = [
@@ -184,9 +185,7 @@ FEATURE_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 
 _INPUTS: tuple[str, ...] = tuple(c for cols in FEATURE_GROUPS.values() for c in cols)
 # `phq9_items` and friends: a scale's items, e.g. to exclude them when PHQ-9 is the outcome.
-_ITEM_SETS = MappingProxyType(
-    {f"{s}_items": tuple(f"{s}_{i}" for i in items) for s, items in SCALE_ITEMS.items()}
-)
+_ITEM_SETS = MappingProxyType({f"{s}_items": tuple(item_columns(s)) for s in SCALE_ITEMS})
 
 
 def forbidden_feature_columns() -> frozenset[str]:
@@ -293,7 +292,8 @@ def _booleans(frame: pd.DataFrame, column: str) -> Array:
     return np.asarray(values.to_numpy(dtype=float, na_value=np.nan), dtype=np.float64)
 
 
-def _is_category(frame: pd.DataFrame, column: str, value: str) -> Array:
+def _is_category(frame: pd.DataFrame, column: str, *values: str) -> list[Array]:
+    """One 1/0 indicator per value (missing where the category is), the column checked once."""
     series = frame[column]
     allowed = COLUMNS[column].allowed
     unknown = sorted({str(v) for v in series.dropna().unique()} - set(allowed))
@@ -301,8 +301,9 @@ def _is_category(frame: pd.DataFrame, column: str, value: str) -> Array:
         raise ValueError(
             f"Column {column!r} must be one of {list(allowed)} (or blank). Got {unknown[:5]}."
         )
-    hit = (series == value).to_numpy(dtype=float, na_value=0.0)
-    return np.where(series.isna().to_numpy(), np.nan, hit)
+    missing = series.isna().to_numpy()
+    hits = [(series == value).to_numpy(dtype=float, na_value=0.0) for value in values]
+    return [np.where(missing, np.nan, hit) for hit in hits]
 
 
 def _flag(condition: npt.NDArray[np.bool_], source: Array) -> Array:
@@ -360,9 +361,9 @@ def _compute(block: FeatureBlock, frame: pd.DataFrame) -> list[Array]:
     if block.kind == "facit":
         return [FACIT_MAX - _numbers(frame, first)]
     if block.kind == "female":
-        return [_is_category(frame, first, "F")]
+        return _is_category(frame, first, "F")
     if block.kind == "smoking":
-        return [_is_category(frame, first, "current"), _is_category(frame, first, "former")]
+        return _is_category(frame, first, "current", "former")
     if block.kind == "score":
         return [_symptom_score(frame)]
     raise AssertionError(f"unknown block kind {block.kind!r}")  # a bug in FEATURE_BLOCKS

@@ -76,7 +76,7 @@ def text_column(s: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(s):
         # Exact digits: through float, an id above 2**53 would change (and could collide).
         return s.astype("str").where(s.notna())
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+    if pd.api.types.is_numeric_dtype(s):  # (booleans returned above)
         v = s.to_numpy(dtype=float, na_value=np.nan)
         v = np.where(np.abs(v) < _XPT_ZERO, 0.0, v)
         integral = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < 1e15)
@@ -233,7 +233,7 @@ def read_sources(data: DataConfig) -> SourceTable:
                 raise InputError(f"{name}: the join key {key!r} is not a column of this file")
         # A missing key matches nothing: pandas would join missing to missing.
         other = other[other[key].notna()]
-        repeated = other[key][other[key].duplicated()].dropna()
+        repeated = other[key][other[key].duplicated()]
         if len(repeated):
             raise InputError(
                 f"{path}: the join key {key} repeats (e.g. {repeated.iloc[0]!r}); "

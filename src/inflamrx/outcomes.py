@@ -9,14 +9,15 @@ import pandas as pd
 
 from inflamrx.config import OutcomeConfig
 from inflamrx.errors import InputError
-from inflamrx.schema import OUTCOME_COLUMNS, SCALE_ITEMS, SCALE_TOTALS
+from inflamrx.scales import item_columns
+from inflamrx.schema import OUTCOME_COLUMNS, SCALE_LABELS, SCALE_TOTALS
 
 REMISSION_CUTOFF = {"hamd17": 7.0, "madrs": 10.0}  # Leucht 2017: HAM-D17 <= 7, MADRS <= 10
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 
 
 def describe(cfg: OutcomeConfig) -> str:
-    scale = {"madrs": "MADRS", "hamd17": "HAM-D17"}[cfg.scale]
+    scale = SCALE_LABELS[cfg.scale]
     if cfg.kind == "response":
         return f"response: >= 50% reduction in {scale} from baseline to follow-up"
     if cfg.kind == "remission":
@@ -46,7 +47,7 @@ def never_features(cfg: OutcomeConfig) -> set[str]:
     )
     for scale, total in SCALE_TOTALS.items():
         if total in banned:
-            banned |= {f"{scale}_{i}" for i in SCALE_ITEMS[scale]}
+            banned |= set(item_columns(scale))
     return banned
 
 

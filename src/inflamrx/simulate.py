@@ -183,14 +183,6 @@ def _jsonable(value: Any) -> Any:
 
 PARAMETERS = Parameters()
 
-COHORT_COLUMNS = (
-    "patient_id", "site", "arm", "drug", "age", "sex", "bmi", "smoking",
-    "n_failed_antidepressants", "episode_duration_months", "autoimmune_disease",
-    "family_history_autoimmune", "mood_worse_with_illness", "crp_mg_l", "il6_pg_ml",
-    "tnf_alpha_pg_ml", "il1b_pg_ml", "wbc_10e9_l", "neutrophils_10e9_l", "lymphocytes_10e9_l",
-    "madrs_total", "hamd17_total", "phq9_total", "gad7_total", "shaps_total", "facit_fatigue",
-    "eq5d_vas", "madrs_followup", "hamd17_followup",
-)  # fmt: skip
 TRUTH_COLUMNS = ("patient_id", "arm", "p_response", "p_response_drug", "p_response_placebo")
 _INTEGER_COLUMNS = (
     "age", "n_failed_antidepressants", "madrs_total", "hamd17_total", "phq9_total",
@@ -390,7 +382,7 @@ def _simulate(n: int, seed: int, two_arm: bool, p: Parameters) -> SimulatedCohor
         "madrs_followup": madrs_fu,
         "hamd17_followup": hamd_fu,
     }
-    cohort = pd.DataFrame(columns, columns=list(COHORT_COLUMNS))
+    cohort = pd.DataFrame(columns)  # the file's column order is the order built above
     cohort = cohort.astype(
         {col: "Int64" for col in _INTEGER_COLUMNS} | {col: "boolean" for col in _BOOLEAN_COLUMNS}
     )

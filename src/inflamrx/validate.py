@@ -20,7 +20,6 @@ from inflamrx.errors import InputError
 from inflamrx.ingest import (
     ROW,
     SourceTable,
-    as_text,
     map_columns,
     read_sources,
     table_from_frame,
@@ -30,7 +29,6 @@ from inflamrx.scales import score_scales
 from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
 
 FloatArray = npt.NDArray[np.float64]
-_TEXT = pd.api.types.pandas_dtype("str")
 
 _LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -219,7 +217,7 @@ def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
     for col, mapping in data.recode.items():
         if col in out:
-            out[col] = as_text(out[[col]])[col].map(lambda v, m=mapping: str(m[v]) if v in m else v)
+            out[col] = text_column(out[col]).map(lambda v, m=mapping: str(m[v]) if v in m else v)
     return out
 
 
@@ -252,9 +250,7 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
                 if flag in out:  # the flag column came first and is already parsed (and checked)
                     flagged = flagged | _true(out[flag])
                 elif flag in frame:
-                    written = frame[flag]
-                    if written.dtype != _TEXT:  # (converting text to text costs a few steps)
-                        written = written.astype("str").where(written.notna())
+                    written = text_column(frame[flag])  # as when the flag comes first
                     flagged = flagged | _true(checker.boolean(written, COLUMNS[flag]))
                 # Missing only where the value is missing and nothing says it was below the LOD.
                 out[flag] = pd.arrays.BooleanArray(flagged, np.isnan(values) & ~flagged)
