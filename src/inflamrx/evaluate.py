@@ -568,6 +568,11 @@ def lowess_calibration(
 # --------------------------------------------------------------------------- thresholds & DCA
 
 
+def _net_benefit(tp: Any, fp: Any, n: int, pt: Any) -> Any:
+    """TP/n - FP/n * pt / (1 - pt): scalars, or arrays of counts and thresholds."""
+    return tp / n - fp / n * pt / (1 - pt)
+
+
 def net_benefit(y: npt.ArrayLike, positives: npt.ArrayLike, threshold: float) -> float:
     """Net benefit of treating ``positives``: TP/n - FP/n * pt / (1 - pt)."""
     y_arr = _check_labels(y)
@@ -575,14 +580,14 @@ def net_benefit(y: npt.ArrayLike, positives: npt.ArrayLike, threshold: float) ->
     _check_same_length(y_arr, pos, "positives")
     pt = float(_check_thresholds([threshold], "threshold")[0])
     tp, fp = int(np.sum(pos & (y_arr == 1))), int(np.sum(pos & (y_arr == 0)))
-    return tp / len(y_arr) - fp / len(y_arr) * pt / (1 - pt)
+    return float(_net_benefit(tp, fp, len(y_arr), pt))
 
 
 def _net_benefit_curve(y: IntArray, positives: BoolArray, pts: FloatArray) -> FloatArray:
     """Net benefit at each threshold; ``positives`` is (len(pts), n) or (n,) for a fixed rule."""
     pos = np.broadcast_to(positives, (len(pts), len(y)))
     tp, fp = (pos & (y == 1)).sum(axis=1), (pos & (y == 0)).sum(axis=1)
-    return np.asarray(tp / len(y) - fp / len(y) * pts / (1 - pts), dtype=np.float64)
+    return np.asarray(_net_benefit(tp, fp, len(y), pts), dtype=np.float64)
 
 
 def decision_curve(
@@ -660,7 +665,7 @@ def classification_at_thresholds(
                 low, high = wilson_interval(k, m, alpha)
                 row[col] = k / m if m else np.nan
                 row[f"{col}_ci_low"], row[f"{col}_ci_high"] = float(low), float(high)
-            row["net_benefit"] = tp / len(y_arr) - fp / len(y_arr) * pt / (1 - pt)
+            row["net_benefit"] = _net_benefit(tp, fp, len(y_arr), pt)
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -30,8 +30,14 @@ PLOT_FILES = {
 }
 
 
-def _new_axes(title: str, cohort_label: str | None) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(5.5, 5.0), layout="constrained")
+def new_axes(
+    title: str,
+    cohort_label: str | None,
+    size: tuple[float, float] = (5.5, 5.0),
+    dpi: float | None = None,
+) -> tuple[Figure, Axes]:
+    """A figure on an Agg canvas (never pyplot: no global state, safe in servers)."""
+    fig = Figure(figsize=size, layout="constrained", dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     # The cohort label (e.g. "synthetic cohort") goes on every figure so none is mistaken.
@@ -64,7 +70,7 @@ def roc_figure(
     evaluation: Evaluation, *, extra_roc: ExtraRoc | None = None, cohort_label: str | None = None
 ) -> Figure:
     """ROC curve of the model, optionally beside baseline scores such as CRP alone."""
-    fig, ax = _new_axes("ROC curve", cohort_label)
+    fig, ax = new_axes("ROC curve", cohort_label)
     roc, alpha = evaluation.roc_curve, evaluation.metrics.alpha
     label = _with_ci("Model, AUROC", evaluation.metrics.auroc, alpha)
     ax.plot(roc["false_positive_rate"], roc["sensitivity"], lw=2, label=label)
@@ -82,7 +88,7 @@ def roc_figure(
 
 def precision_recall_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
     """Precision-recall curve, with the response rate (what treating everyone achieves)."""
-    fig, ax = _new_axes("Precision-recall curve", cohort_label)
+    fig, ax = new_axes("Precision-recall curve", cohort_label)
     pr, alpha = evaluation.pr_curve, evaluation.metrics.alpha
     label = _with_ci("Model, AUPRC", evaluation.metrics.auprc, alpha)
     ax.step(pr["sensitivity"], pr["ppv"], where="post", lw=2, label=label)
@@ -101,7 +107,7 @@ def precision_recall_figure(evaluation: Evaluation, *, cohort_label: str | None 
 
 def calibration_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
     """Observed against predicted response: quantile groups with Wilson CIs and a LOWESS line."""
-    fig, ax = _new_axes("Calibration", cohort_label)
+    fig, ax = new_axes("Calibration", cohort_label)
     bins, smooth = evaluation.calibration_bins, evaluation.calibration_smooth
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="Perfect calibration")
     yerr = np.vstack(
@@ -137,7 +143,7 @@ def calibration_figure(evaluation: Evaluation, *, cohort_label: str | None = Non
 
 def decision_curve_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
     """Net benefit across threshold probabilities: model, treat all, treat none and the rule."""
-    fig, ax = _new_axes("Decision curve", cohort_label)
+    fig, ax = new_axes("Decision curve", cohort_label)
     dca = evaluation.decision_curve
     ax.plot(dca["threshold"], dca["model"], lw=2, label="Model")
     ax.plot(dca["threshold"], dca["treat_all"], color="grey", label="Treat all")

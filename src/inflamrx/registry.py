@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from importlib.metadata import version
+from pathlib import Path
 
 import pandas as pd
 import skops.io
@@ -49,9 +50,12 @@ def allowed_types(untrusted: Iterable[str], what: str) -> list[str]:
     return found
 
 
-def trusted_types(obj: object) -> list[str]:
-    """The explicit trusted-type list for saving ``obj`` with skops (refuses any other type)."""
-    return allowed_types(skops.io.get_untrusted_types(data=skops.io.dumps(obj)), type(obj).__name__)
+def dump_trusted(obj: object, path: Path) -> None:
+    """Save ``obj`` with skops, refusing to write what ``allowed_types`` would not load back
+    (serialised once: the bytes checked are the bytes written)."""
+    data = skops.io.dumps(obj)
+    allowed_types(skops.io.get_untrusted_types(data=data), type(obj).__name__)
+    path.write_bytes(data)
 
 
 def pip_requirements() -> list[str]:

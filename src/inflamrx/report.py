@@ -25,7 +25,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy.special import expit
@@ -45,7 +44,9 @@ from inflamrx.explain import (
     top_interactions,
 )
 from inflamrx.outcomes import describe
+from inflamrx.plots import PLOT_FILES, new_axes
 from inflamrx.schema import COLUMNS
+from inflamrx.training import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE
 from inflamrx.validate import crp_bands, marker_summary
 
 REPORT_FILE = "report.html"
@@ -53,9 +54,9 @@ TABLE_FILE = "shap_values.parquet"
 FIGURE_DIR = "figures"
 ARTIFACT_PATH = "explanations"  # in the model's MLflow run
 EVALUATION_IMAGES = {
-    "calibration.png": "Calibration (held-out test set)",
-    "decision_curve.png": "Decision curve (held-out test set)",
-    "roc_curve.png": "ROC curve (held-out test set)",
+    PLOT_FILES["calibration"]: "Calibration (held-out test set)",
+    PLOT_FILES["decision_curve"]: "Decision curve (held-out test set)",
+    PLOT_FILES["roc"]: "ROC curve (held-out test set)",
 }
 TOP_FEATURES = 15  # bars and beeswarm rows: beyond ~15 a reader stops reading
 WATERFALL_FEATURES = 10
@@ -126,11 +127,7 @@ def dependence_features(explanation: Explanation, n: int) -> list[str]:
 def _axes(
     title: str, label: str | None, size: tuple[float, float] = (7.0, 5.0)
 ) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=size, layout="constrained", dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_title(title if label is None else f"{title}\n{label}")
-    return fig, ax
+    return new_axes(title, label, size=size, dpi=100)
 
 
 def importance_figure(explanation: Explanation, label: str | None = None) -> Figure:
@@ -221,7 +218,7 @@ def waterfall_figure(explanation: Explanation, position: int, label: str | None 
     """From the model's average patient (base value) to this patient's log-odds, one bar per
     feature; the smallest contributions are pooled. No identifier goes on the figure."""
     contrib = explanation.contrib
-    one = explanation.rows([str(explanation.patient_ids.iloc[position])])
+    one = explanation.take([position])
     factors = patient_factors(one.contrib, one.x, WATERFALL_FEATURES)[0]
     steps = [(str(f["text"]).rsplit(": ", 1)[0], float(f["log_odds"])) for f in factors]  # type: ignore[arg-type]
     rest = float(contrib.values.iloc[position].sum()) - sum(v for _, v in steps)
@@ -320,15 +317,15 @@ def _training_evaluation(run_id: str | None) -> _Evaluation:
         return _Evaluation(None, {})
     found: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("metrics_table.csv", *EVALUATION_IMAGES):
+        for name in (METRICS_TABLE_FILE, *EVALUATION_IMAGES):
             try:
                 path = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=f"evaluation/{name}", dst_path=tmp
+                    run_id=run_id, artifact_path=f"{EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
                 )
             except Exception:  # not logged (e.g. a model logged by hand): the report says so
                 continue
             found[name] = Path(path).read_bytes()
-    csv = found.pop("metrics_table.csv", None)
+    csv = found.pop(METRICS_TABLE_FILE, None)
     table = None if csv is None else pd.read_csv(io.BytesIO(csv), keep_default_na=False)
     return _Evaluation(table, found)
 

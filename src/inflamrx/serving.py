@@ -9,7 +9,7 @@ and model, and the same SHAP explanation come out as ``response_probability``,
 - Nothing is unpickled. The model is logged as *models from code* (MLflow 3 refuses to
   unpickle a cloudpickled PythonModel by default), the XGBoost booster is stored in its own UBJ
   format, and the scikit-learn parts go through skops with the trust policy of
-  ``registry.trusted_types``: an artifact holding any other type is refused at load time.
+  ``registry.allowed_types``: an artifact holding any other type is refused at load time.
 - The scoring server turns an ``MlflowException`` raised by ``predict`` into an HTTP status by
   its error code: BAD_REQUEST / INVALID_PARAMETER_VALUE answer 400 with the message; any other
   exception becomes a 400 *with a stack trace* in the body. So every bad input is raised here
@@ -61,7 +61,7 @@ from inflamrx.registry import (
     ILLUSTRATIVE_PATIENT,
     UntrustedTypesError,
     allowed_types,
-    trusted_types,
+    dump_trusted,
 )
 from inflamrx.schema import COLUMNS, Kind, Role
 from inflamrx.validate import UNUSUAL, validate_frame
@@ -115,22 +115,20 @@ def save_artifacts(pipeline: Pipeline, settings: ServingSettings, folder: Path) 
     """Write the fitted steps and settings into ``folder``; return MLflow's artifacts mapping."""
     folder.mkdir(parents=True, exist_ok=True)
     features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
-    trusted_types(features)  # refuse to *write* what could not be loaded back
     paths = {"features": folder / "features.skops", "settings": folder / SETTINGS_FILE}
-    skops.io.dump(features, paths["features"])
+    dump_trusted(features, paths["features"])  # refuses to write what could not be loaded back
     if isinstance(model, XGBClassifier):
         paths["booster"] = folder / "booster.ubj"
         model.save_model(paths["booster"])  # XGBoost's own format, sklearn attributes included
     else:
-        trusted_types(model)
         paths["estimator"] = folder / "estimator.skops"
-        skops.io.dump(model, paths["estimator"])
+        dump_trusted(model, paths["estimator"])
     paths["settings"].write_text(json.dumps(dataclasses.asdict(settings), indent=2))
     return {name: str(path) for name, path in paths.items()}
 
 
 def load_trusted(path: str | Path) -> Any:
-    """Load a skops file only when every type in it passes ``registry.trusted_types``."""
+    """Load a skops file only when every type in it passes ``registry.allowed_types``."""
     untrusted = skops.io.get_untrusted_types(file=path)
     try:
         trusted = allowed_types(untrusted, Path(path).name)

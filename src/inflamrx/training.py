@@ -43,6 +43,8 @@ from inflamrx.tracking import standard_tags, tracked_run, use_experiment
 from inflamrx.validate import ValidationResult, validate_cohort
 
 Progress = Callable[[str], None]
+EVALUATION_ARTIFACTS = "evaluation"  # folder of the run's evaluation files (read by the report)
+METRICS_TABLE_FILE = "metrics_table.csv"
 
 
 @dataclass
@@ -328,7 +330,7 @@ def evaluate_and_log(
             extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
             cohort_label="SYNTHETIC cohort" if config.data.is_synthetic else None,
         )
-        table.to_csv(folder / "metrics_table.csv", index=False)
+        table.to_csv(folder / METRICS_TABLE_FILE, index=False)
         evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
         (folder / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -336,7 +338,7 @@ def evaluate_and_log(
         (folder / "validation.json").write_text(
             json.dumps(_validation_counts(validated, data.n_without_outcome), indent=2)
         )
-        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+        mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACTS)
 
     say("logging and registering the model")
     model_uri, version = log_pipeline(

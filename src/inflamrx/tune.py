@@ -986,15 +986,10 @@ def save_tuning_plots(
     study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
 ) -> list[Path]:
     """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from inflamrx.plots import new_axes  # matplotlib only when plotting (workers never do)
 
-    def axes(title: str) -> tuple[Figure, Any]:
-        fig = Figure(figsize=(6.0, 4.5), layout="constrained")
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        ax.set_title(title if label is None else f"{title}\n{label}")
-        return fig, ax
+    def axes(title: str) -> tuple[Any, Any]:
+        return new_axes(title, label, size=(6.0, 4.5))
 
     written = []
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
