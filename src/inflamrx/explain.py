@@ -46,12 +46,16 @@ class Contributions:
         return np.asarray(expit(self.margin))
 
 
-def contributions(pipeline: Pipeline, x: pd.DataFrame) -> Contributions:
+def contributions(
+    pipeline: Pipeline, x: pd.DataFrame, matrix: np.ndarray | None = None
+) -> Contributions:
     """SHAP values for ``x`` (the model's raw input columns): TreeExplainer for XGBoost,
-    the exact linear explanation (training-mean background) for penalised logistic."""
+    the exact linear explanation (training-mean background) for penalised logistic.
+    ``matrix``: ``x`` already through the pipeline's feature step, when the caller has it."""
     features_step, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
     names = [str(n) for n in features_step.get_feature_names_out()]
-    matrix = np.asarray(features_step.transform(x), dtype=float)
+    if matrix is None:
+        matrix = np.asarray(features_step.transform(x), dtype=float)
     if isinstance(model, XGBClassifier):
         explainer = tree_explainer(model)
         values = np.asarray(explainer.shap_values(matrix), dtype=float)

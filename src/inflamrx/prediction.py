@@ -63,17 +63,16 @@ def score(
         warnings.append(
             f"columns the model was trained with are absent and treated as missing: {absent}"
         )
-    x = cohort.reindex(columns=columns)
-    proba = pipeline.predict_proba(x)[:, 1]
-    threshold = decision_threshold(metadata)
-    out = pd.DataFrame(
-        {
-            "patient_id": cohort["patient_id"].to_numpy(),
-            "response_probability": np.round(proba, 6),
-            "predicted_response": proba >= threshold,
-        }
+    proba = pipeline.predict_proba(cohort.reindex(columns=columns))[:, 1]
+    out = pd.DataFrame({"patient_id": cohort["patient_id"].to_numpy()})
+    return pd.concat([out, decide(proba, decision_threshold(metadata))], axis=1), warnings
+
+
+def decide(proba: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The reported probability (6 decimals) and the decision at the model's threshold."""
+    return pd.DataFrame(
+        {"response_probability": np.round(proba, 6), "predicted_response": proba >= threshold}
     )
-    return out, warnings
 
 
 def predict(model_uri: str, data: DataConfig) -> PredictResult:

@@ -56,7 +56,7 @@ from xgboost import XGBClassifier
 
 from inflamrx.errors import InputError
 from inflamrx.explain import contributions, patient_factors
-from inflamrx.prediction import score
+from inflamrx.prediction import decide
 from inflamrx.registry import (
     ILLUSTRATIVE_PATIENT,
     UntrustedTypesError,
@@ -268,22 +268,16 @@ class ResponseModel(PythonModel):
         if validated.problems:
             raise _bad_request(_contract_message(validated.problems, len(frame), ids_sent))
         accepted = validated.accepted
-        metadata = {
-            "input_columns": self.settings.input_columns,
-            "decision_threshold": self.settings.threshold,
-        }
-        scored, _absent = score(self.pipeline, metadata, accepted)  # optional columns may be absent
+        x = accepted.reindex(columns=self.settings.input_columns)  # optional columns may be absent
+        # The feature step runs once for both the probability and its explanation
+        # (Pipeline.predict_proba is exactly this: model.predict_proba(features.transform(x))).
+        matrix = np.asarray(self.pipeline.named_steps["features"].transform(x), dtype=float)
+        proba = self.pipeline.named_steps["model"].predict_proba(matrix)[:, 1]
         factors: list[list[dict[str, object]]] = [[] for _ in range(len(accepted))]
         if top:
-            x = accepted.reindex(columns=self.settings.input_columns)
-            factors = patient_factors(contributions(self.pipeline, x), x, top)
-        return pd.DataFrame(
-            {
-                "response_probability": scored["response_probability"].to_numpy(),
-                "predicted_response": scored["predicted_response"].to_numpy(),
-                "top_factors": factors,
-                "warnings": row_warnings(accepted),
-            }
+            factors = patient_factors(contributions(self.pipeline, x, matrix), x, top)
+        return decide(proba, self.settings.threshold).assign(
+            top_factors=factors, warnings=row_warnings(accepted)
         )
 
 
