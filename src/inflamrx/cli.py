@@ -39,6 +39,9 @@ SetOpt = Annotated[
         "--set", help="Override any config key, e.g. --set model.max_depth=4 (repeatable)."
     ),
 ]
+ModelOpt = Annotated[
+    str, typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...).")
+]
 ExperimentOpt = Annotated[
     str | None,
     typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
@@ -92,6 +95,11 @@ def _quiet_libraries() -> None:
 
 def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Config:
     return load_config(config, parse_overrides(sets or []), data)
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        out.print("warning: " + warning, style="yellow", markup=False)
 
 
 def _job_config(
@@ -195,8 +203,7 @@ def print_validation(result: Any, synthetic: bool) -> None:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         if len(result.problems) > 10:
             err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
-    for warning in result.warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
+    print_warnings(result.warnings)
     if result.ignored_columns:
         ignored = f"ignored source columns (not in the contract): {result.ignored_columns[:20]}"
         out.print(ignored, markup=False)
@@ -275,8 +282,7 @@ def print_training(result: Any) -> None:
     for row in result.table.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     out.print(table)
-    for warning in result.warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
+    print_warnings(result.warnings)
     out.print(
         f"run {result.run_id}\nmodel {result.model_uri}"
         + (
@@ -375,26 +381,21 @@ def print_tuning(result: Any) -> None:
             "search only: the job that started the study estimates, refits and registers "
             "(run it without --search-only once the shared search is done)"
         )
-        for warning in result.warnings:
-            out.print("warning: " + warning, style="yellow", markup=False)
+        print_warnings(result.warnings)
         return
     folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
     out.print(
         f"[bold]nested-CV AUROC of the whole tuning procedure[/] {n.pooled.estimate:.3f} "
         f"(95% CI {n.pooled.ci_low:.3f}-{n.pooled.ci_high:.3f}; outer folds {folds})"
     )
-    for warning in result.warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
+    print_warnings(result.warnings)
     print_training(result.train)
 
 
 @app.command()
 @handles_input_errors
 def predict(
-    model: Annotated[
-        str,
-        typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...)."),
-    ],
+    model: ModelOpt,
     config: ConfigOpt = None,
     data: DataOpt = None,
     sets: SetOpt = None,
@@ -421,14 +422,8 @@ def predict(
     )
     for problem in v.problems[:10]:
         err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-    for warning in result.warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
+    print_warnings(result.warnings)
     raise typer.Exit(v.exit_code)
-
-
-ModelOpt = Annotated[
-    str, typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...).")
-]
 
 
 @app.command()
@@ -460,8 +455,6 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 5000,
 ) -> None:
     """Serve a model over HTTP (`mlflow models serve`, this environment): POST /invocations."""
-    import os
-
     from inflamrx.serving import serve_command
 
     _quiet_libraries()
@@ -492,10 +485,7 @@ def promote(
 @app.command()
 @handles_input_errors
 def explain(
-    model: Annotated[
-        str,
-        typer.Option("--model", help="Model URI (runs:/..., models:/name@alias, models:/m-...)."),
-    ],
+    model: ModelOpt,
     config: ConfigOpt = None,
     data: DataOpt = None,
     sets: SetOpt = None,
@@ -526,6 +516,5 @@ def explain(
     )  # fmt: skip
     for problem in v.problems[:10]:
         err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-    for warning in v.warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
+    print_warnings(v.warnings)
     raise typer.Exit(v.exit_code)

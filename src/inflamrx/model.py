@@ -14,8 +14,8 @@ from inflamrx.features import build_feature_transformer
 from inflamrx.outcomes import never_features
 
 
-def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMixin:
-    """The model step. XGBoost gets one thread unless asked: on few cores, two processes
+def build_estimator(cfg: ModelConfig) -> ClassifierMixin:
+    """The model step. XGBoost gets one thread: on few cores, two processes
     each busy-waiting with several OpenMP threads run 15-30x slower, and cohorts are small."""
     if cfg.kind == "xgboost":
         return XGBClassifier(
@@ -30,7 +30,7 @@ def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMi
             tree_method="hist",
             eval_metric="logloss",
             random_state=cfg.seed,
-            n_jobs=n_jobs if n_jobs is not None else 1,  # one thread: see build_estimator doc
+            n_jobs=1,  # one thread: see build_estimator doc
         )
     solver = "lbfgs" if cfg.penalty == "l2" else "saga"
     return Pipeline(
@@ -54,10 +54,10 @@ def build_estimator(cfg: ModelConfig, n_jobs: int | None = None) -> ClassifierMi
     )
 
 
-def build_pipeline(config: Config, n_jobs: int | None = None) -> Pipeline:
+def build_pipeline(config: Config) -> Pipeline:
     exclude = sorted(set(config.features.exclude))
     features = build_feature_transformer(config.features.include, exclude)
-    return Pipeline([("features", features), ("model", build_estimator(config.model, n_jobs))])
+    return Pipeline([("features", features), ("model", build_estimator(config.model))])
 
 
 def model_input_columns(columns: list[str], config: Config) -> list[str]:

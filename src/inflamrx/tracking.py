@@ -24,6 +24,13 @@ def tracking_uri() -> str:
     return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
 
 
+def store_folder() -> Path | None:
+    """The folder of a SQLite tracking store (where its artifacts and the Optuna studies go
+    beside it); None for any other store."""
+    uri = tracking_uri()
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
 def use_experiment(name: str) -> str:
     """Point MLflow at the store and the named experiment; return its id."""
     uri = tracking_uri()
@@ -32,10 +39,9 @@ def use_experiment(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    location = None
-    if uri.startswith("sqlite:///"):
-        # Artifacts beside the database, not in MLflow's default folder under the cwd.
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    folder = store_folder()
+    # Artifacts beside the database, not in MLflow's default folder under the cwd.
+    location = (folder / "artifacts").resolve().as_uri() if folder is not None else None
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
@@ -59,11 +65,9 @@ def standard_tags(data_digest: str, synthetic: bool) -> dict[str, str]:
 
 
 @contextmanager
-def tracked_run(
-    experiment_id: str, run_name: str, nested: bool = False
-) -> Iterator[mlflow.ActiveRun]:
+def tracked_run(experiment_id: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
     """A run that ends FAILED, with the error as a tag, when the job raises."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         try:
             yield run
         except BaseException as exc:

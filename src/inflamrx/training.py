@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow.data.pandas_dataset import from_pandas
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import (
@@ -37,11 +35,10 @@ from inflamrx.evaluate import (
 )
 from inflamrx.model import build_pipeline, model_input_columns
 from inflamrx.outcomes import derive_outcome, describe, never_features
-from inflamrx.plots import save_evaluation_plots
-from inflamrx.registry import log_pipeline
-from inflamrx.tracking import standard_tags, tracked_run, use_experiment
 from inflamrx.validate import ValidationResult, validate_cohort
 
+# MLflow, matplotlib and skops are imported where runs are logged, not here: tuning workers
+# import this module for `prepare` alone and would pay seconds of start-up for nothing.
 Progress = Callable[[str], None]
 EVALUATION_ARTIFACTS = "evaluation"  # folder of the run's evaluation files (read by the report)
 METRICS_TABLE_FILE = "metrics_table.csv"
@@ -240,6 +237,11 @@ def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
 
 def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
     """Tags, flattened config and dataset lineage (digest and schema, no rows) of the active run."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from inflamrx.tracking import standard_tags
+
     mlflow.set_tags(
         standard_tags(data.digest, config.data.is_synthetic)
         | {"job": job, "outcome": describe(config.outcome)}
@@ -256,6 +258,8 @@ def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
 
 
 def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
+    from inflamrx.tracking import tracked_run, use_experiment
+
     data = prepare(validated, config)
     pipeline = build_pipeline(config)
     experiment_id = use_experiment(config.tracking.experiment)
@@ -281,8 +285,14 @@ def evaluate_and_log(
 ) -> TrainResult:
     """Evaluate the fitted pipeline once on the held-out test set, log the evaluation to the
     active run, then log and register the model. Shared by ``train`` and ``tune``."""
+    import mlflow
+
+    from inflamrx.plots import save_evaluation_plots
+    from inflamrx.registry import log_pipeline
+
     test_idx = data.test_idx
     x_test, y_test = data.x.iloc[test_idx], data.y.iloc[test_idx]
+    synthetic = config.data.is_synthetic  # read once: it opens the data's meta.json
     n_features = len(fitted.named_steps["features"].get_feature_names_out())
 
     say(f"evaluating once on {len(test_idx)} held-out patients")
@@ -328,7 +338,7 @@ def evaluate_and_log(
             evaluation,
             folder,
             extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
-            cohort_label="SYNTHETIC cohort" if config.data.is_synthetic else None,
+            cohort_label="SYNTHETIC cohort" if synthetic else None,
         )
         table.to_csv(folder / METRICS_TABLE_FILE, index=False)
         evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
@@ -341,9 +351,7 @@ def evaluate_and_log(
         mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACTS)
 
     say("logging and registering the model")
-    model_uri, version = log_pipeline(
-        fitted, data.x_train, config, synthetic=config.data.is_synthetic
-    )
+    model_uri, version = log_pipeline(fitted, data.x_train, config, synthetic=synthetic)
     report_uri = None
     if config.report.enabled:
         from inflamrx.report import report_training_run  # matplotlib/shap only when needed
@@ -358,7 +366,7 @@ def evaluate_and_log(
         model_uri=model_uri,
         registered_version=version,
         outcome=describe(config.outcome),
-        synthetic=config.data.is_synthetic,
+        synthetic=synthetic,
         n_train=len(data.train_idx),
         n_test=len(test_idx),
         n_rejected=len(validated.rejected),

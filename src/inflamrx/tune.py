@@ -150,13 +150,9 @@ def check_options(options: TuneOptions) -> None:
 def default_storage() -> str:
     """SQLite beside the MLflow store: in the folder of ``MLFLOW_TRACKING_URI`` when that is a
     SQLite URI (tests keep everything in their tmp dir), else ``mlruns/optuna.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if env.startswith("sqlite:///"):
-        folder = Path(env.removeprefix("sqlite:///")).parent
-    else:
-        from inflamrx.tracking import DEFAULT_STORE
+    from inflamrx.tracking import DEFAULT_STORE, store_folder
 
-        folder = DEFAULT_STORE
+    folder = store_folder() or DEFAULT_STORE
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
@@ -932,11 +928,10 @@ _NO_HEARTBEAT = "no heartbeat: the process running this trial stopped (killed?) 
 
 def log_trial_runs(
     client: Any, experiment_id: str, parent_id: str, study: str, trials: Sequence[FrozenTrial]
-) -> int:
+) -> None:
     """One nested MLflow run per finished trial: params, fold scores, state, duration, error."""
     from mlflow.entities import Metric, Param, RunTag
 
-    logged = 0
     for t in trials:
         if t.state not in _RUN_STATUS:
             continue  # still running on another machine: logged by the job that sees it end
@@ -964,8 +959,6 @@ def log_trial_runs(
             synchronous=True,
         )
         client.set_terminated(run.info.run_id, _RUN_STATUS[t.state], _ms(t.datetime_complete))
-        logged += 1
-    return logged
 
 
 def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
