@@ -31,12 +31,12 @@ import numpy as np
 from xgboost import DMatrix
 
 from inflamrx.config import ReportConfig, load_config
-from inflamrx.explain import contributions, explain_rows, patient_factors
-from inflamrx.model import build_pipeline, model_input_columns
-from inflamrx.outcomes import derive_outcome
-from inflamrx.report import ReportContext, write_report
-from inflamrx.simulate import simulate_cohort
-from inflamrx.validate import validate_frame
+from inflamrx.data.outcomes import derive_outcome
+from inflamrx.data.simulate import simulate_cohort
+from inflamrx.data.validate import validate_frame
+from inflamrx.modeling.explanations import contributions, explain_rows, patient_factors
+from inflamrx.modeling.model import build_pipeline, model_input_columns
+from inflamrx.reporting.html import ReportContext, write_report
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

@@ -33,11 +33,11 @@ import numpy as np
 import requests
 
 from inflamrx.config import load_config
-from inflamrx.schema import OUTCOME_COLUMNS
-from inflamrx.serving import export, signature
-from inflamrx.simulate import simulate_cohort, write_cohort
-from inflamrx.training import train
-from inflamrx.validate import validate_frame
+from inflamrx.data.schema import OUTCOME_COLUMNS
+from inflamrx.data.simulate import simulate_cohort, write_cohort
+from inflamrx.data.validate import validate_frame
+from inflamrx.jobs.train import train
+from inflamrx.serving.pyfunc import export, signature
 
 TRIVIAL = """import mlflow
 import pandas as pd

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from inflamrx.config import load_config
-from inflamrx.evaluate import bootstrap_metric_ci
-from inflamrx.simulate import simulate_cohort, write_cohort
-from inflamrx.training import train
+from inflamrx.data.simulate import simulate_cohort, write_cohort
+from inflamrx.jobs.train import train
+from inflamrx.modeling.evaluate import bootstrap_metric_ci
 
 
 def main() -> None:

@@ -36,11 +36,10 @@ from sklearn.model_selection import train_test_split
 from xgboost import XGBClassifier
 
 from inflamrx.config import Config, load_config
-from inflamrx.evaluate import Estimate, bootstrap_metric_ci
-from inflamrx.features import build_feature_transformer
-from inflamrx.simulate import simulate_cohort, write_cohort
-from inflamrx.training import PreparedCohort, prepare, train
-from inflamrx.tune import (
+from inflamrx.data.simulate import simulate_cohort, write_cohort
+from inflamrx.data.validate import validate_cohort
+from inflamrx.jobs.train import PreparedCohort, prepare, train
+from inflamrx.jobs.tune import (
     _search,
     create_study,
     fingerprint,
@@ -49,7 +48,8 @@ from inflamrx.tune import (
     outer_splits,
     task_splits,
 )
-from inflamrx.validate import validate_cohort
+from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
+from inflamrx.modeling.features import build_feature_transformer
 
 
 def ci(e: Estimate) -> str:
@@ -105,7 +105,7 @@ def plain_loop(config: Config, data: PreparedCohort, n_trials: int) -> tuple[flo
 
 def default_on_outer_folds(config: Config, data: PreparedCohort) -> Estimate:
     """Default parameters scored on the nested estimate's outer folds (pooled, bootstrap CI)."""
-    from inflamrx.model import build_pipeline
+    from inflamrx.modeling.model import build_pipeline
 
     x, y = data.x_train, data.y_train
     idx, p = [], []

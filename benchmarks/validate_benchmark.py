@@ -24,10 +24,10 @@ import pandas as pd
 from xgboost import XGBClassifier
 
 from inflamrx.config import DataConfig, load_config
-from inflamrx.features import ClinicalFeatures
-from inflamrx.ingest import table_from_frame
-from inflamrx.schema import cohort_schema
-from inflamrx.validate import _Checker, _parse, validate_cohort, validate_frame
+from inflamrx.data.ingest import table_from_frame
+from inflamrx.data.schema import cohort_schema
+from inflamrx.data.validate import _Checker, _parse, validate_cohort, validate_frame
+from inflamrx.modeling.features import ClinicalFeatures
 
 _DROP = ("madrs_week", "hamd17_week", "response", "remission")
 

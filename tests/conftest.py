@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from inflamrx.config import DataConfig
-from inflamrx.validate import ValidationResult, validate_cohort
+from inflamrx.data.validate import ValidationResult, validate_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 NHANES = REPO / "data" / "nhanes-2017-2018"
@@ -134,7 +134,7 @@ def chromium() -> str:
 
 def synthetic_workspace(factory: pytest.TempPathFactory, name: str, n: int, seed: int) -> Path:
     """A new folder holding a SYNTHETIC cohort of ``n`` patients as synthetic.csv."""
-    from inflamrx.simulate import simulate_cohort, write_cohort
+    from inflamrx.data.simulate import simulate_cohort, write_cohort
 
     root = factory.mktemp(name)
     write_cohort(simulate_cohort(n, seed=seed), root / "synthetic.csv")

@@ -1,4 +1,4 @@
-"""Tests for inflamrx.evaluate: hand-computed net benefit, calibration, bootstrap, validation."""
+"""Tests for inflamrx.modeling.evaluate: hand-computed net benefit, calibration, bootstrap, validation."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from inflamrx import evaluate as ev
+from inflamrx.modeling import evaluate as ev
 
 # Ten patients, three responders. Hand arithmetic in the tests below uses these.
 Y10 = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])

@@ -1,4 +1,4 @@
-"""Tests for inflamrx.explain: additivity, per-patient factors, validity on a cohort with known
+"""Tests for inflamrx.modeling.explanations: additivity, per-patient factors, validity on a cohort with known
 drivers, and the `inflamrx explain` command end to end against a temporary SQLite MLflow."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
 from conftest import quick_training, synthetic_workspace, tracking_in
-from inflamrx import explain as ex
 from inflamrx.cli import app
 from inflamrx.config import load_config
-from inflamrx.features import ClinicalFeatures
-from inflamrx.model import build_estimator, build_pipeline, model_input_columns
-from inflamrx.outcomes import derive_outcome
-from inflamrx.simulate import simulate_cohort
-from inflamrx.training import TrainResult, train
-from inflamrx.validate import validate_frame
+from inflamrx.data.outcomes import derive_outcome
+from inflamrx.data.simulate import simulate_cohort
+from inflamrx.data.validate import validate_frame
+from inflamrx.jobs.train import TrainResult, train
+from inflamrx.modeling import explanations as ex
+from inflamrx.modeling.features import ClinicalFeatures
+from inflamrx.modeling.model import build_estimator, build_pipeline, model_input_columns
 
 
 def _cohort(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:

@@ -15,7 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from xgboost import XGBClassifier
 
-from inflamrx.features import (
+from inflamrx.data.schema import COLUMNS
+from inflamrx.modeling.features import (
     FEATURE_GROUPS,
     LOG_FLOOR,
     ClinicalFeatures,
@@ -23,7 +24,6 @@ from inflamrx.features import (
     forbidden_feature_columns,
     resolve_selection,
 )
-from inflamrx.schema import COLUMNS
 
 MARKERS = [
     "CRP (mg/L, log)",
@@ -503,8 +503,8 @@ def test_fitted_transformer_round_trips_through_skops(cohort: pd.DataFrame) -> N
     # MLflow saves with skops: only the class itself may need trusting, no function or lambda.
     features = build_feature_transformer(None, None).fit(cohort)
     data = sio.dumps(features)
-    assert sio.get_untrusted_types(data=data) == ["inflamrx.features.ClinicalFeatures"]
-    loaded = sio.loads(data, trusted=["inflamrx.features.ClinicalFeatures"])
+    assert sio.get_untrusted_types(data=data) == ["inflamrx.modeling.features.ClinicalFeatures"]
+    loaded = sio.loads(data, trusted=["inflamrx.modeling.features.ClinicalFeatures"])
     np.testing.assert_array_equal(loaded.transform(cohort), features.transform(cohort))
     assert list(loaded.get_feature_names_out()) == list(features.get_feature_names_out())
 

@@ -12,8 +12,7 @@ import pytest
 
 from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
-from inflamrx.errors import InputError
-from inflamrx.ingest import (
+from inflamrx.data.ingest import (
     _identifier_reason,
     _read_one,
     as_text,
@@ -21,6 +20,7 @@ from inflamrx.ingest import (
     map_columns,
     read_sources,
 )
+from inflamrx.errors import InputError
 
 Writer = Callable[..., Path]
 

@@ -1,4 +1,4 @@
-"""Tests for inflamrx.plots: every figure is written as a PNG and nothing leaks into pyplot."""
+"""Tests for inflamrx.reporting.figures: every figure is written as a PNG and nothing leaks into pyplot."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from matplotlib import pyplot as plt
 from scipy.special import expit
 
-from inflamrx import plots
-from inflamrx.evaluate import Evaluation, evaluate_predictions
+from inflamrx.modeling.evaluate import Evaluation, evaluate_predictions
+from inflamrx.reporting import figures as plots
 
 
 @pytest.fixture(scope="module")

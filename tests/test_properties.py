@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from conftest import NHANES, TINY_HEADER, TINY_ROWS, flat
 from inflamrx.cli import app
 from inflamrx.config import DataConfig
+from inflamrx.data.scales import score_scales
+from inflamrx.data.schema import SCALE_ITEMS, SCALE_TOTALS, cohort_schema
+from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.scales import score_scales
-from inflamrx.schema import SCALE_ITEMS, SCALE_TOTALS, cohort_schema
-from inflamrx.validate import ValidationResult, validate_cohort
 
 PROPERTY = settings(
     deadline=None,

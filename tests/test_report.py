@@ -1,4 +1,4 @@
-"""Tests for inflamrx.report: sections, self-containment, identifiers and a real render in
+"""Tests for inflamrx.reporting.html: sections, self-containment, identifiers and a real render in
 headless Chromium (the `chromium` fixture; run `eval "$(.ci/services)"` first)."""
 
 from __future__ import annotations
@@ -13,12 +13,18 @@ import pytest
 from matplotlib.image import imread
 
 from inflamrx.config import ReportConfig, load_config
-from inflamrx.explain import Explanation, explain_rows
-from inflamrx.model import build_pipeline, model_input_columns
-from inflamrx.outcomes import derive_outcome
-from inflamrx.report import SECTIONS, ReportContext, ReportFiles, example_patients, write_report
-from inflamrx.simulate import simulate_cohort
-from inflamrx.validate import validate_frame
+from inflamrx.data.outcomes import derive_outcome
+from inflamrx.data.simulate import simulate_cohort
+from inflamrx.data.validate import validate_frame
+from inflamrx.modeling.explanations import Explanation, explain_rows
+from inflamrx.modeling.model import build_pipeline, model_input_columns
+from inflamrx.reporting.html import (
+    SECTIONS,
+    ReportContext,
+    ReportFiles,
+    example_patients,
+    write_report,
+)
 
 SMALL = ReportConfig(max_patients=150, example_patients=2, dependence_features=3)
 

@@ -30,13 +30,13 @@ from typer.testing import CliRunner
 from conftest import quick_training, synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import load_config
+from inflamrx.data.schema import OUTCOME_COLUMNS
+from inflamrx.data.simulate import simulate_cohort
+from inflamrx.data.validate import validate_frame
 from inflamrx.errors import InputError
-from inflamrx.prediction import load_model
-from inflamrx.schema import OUTCOME_COLUMNS
-from inflamrx.serving import MAX_ROWS, UntrustedArtifactError, export, load_trusted, promote
-from inflamrx.simulate import simulate_cohort
-from inflamrx.training import TrainResult, train
-from inflamrx.validate import validate_frame
+from inflamrx.jobs.train import TrainResult, train
+from inflamrx.serving.batch import load_model
+from inflamrx.serving.pyfunc import MAX_ROWS, UntrustedArtifactError, export, load_trusted, promote
 
 pytestmark = pytest.mark.slow
 

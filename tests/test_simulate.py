@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inflamrx.schema import COLUMNS, REQUIRED, Kind
-from inflamrx.simulate import (
+from inflamrx.data.schema import COLUMNS, REQUIRED, Kind
+from inflamrx.data.simulate import (
     PARAMETERS,
     TRUTH_COLUMNS,
     SimulatedCohort,

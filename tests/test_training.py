@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from conftest import quick_training, synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import load_config
+from inflamrx.data.outcomes import derive_outcome, never_features
+from inflamrx.data.simulate import simulate_cohort
 from inflamrx.errors import InputError
-from inflamrx.outcomes import derive_outcome, never_features
-from inflamrx.prediction import predict
-from inflamrx.simulate import simulate_cohort
-from inflamrx.training import TrainResult, train
+from inflamrx.jobs.train import TrainResult, train
+from inflamrx.serving.batch import predict
 
 pytestmark = pytest.mark.slow
 
@@ -162,7 +162,7 @@ def test_outcome_definitions(overrides: dict[str, object], expected: list[float]
 def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{workspace / 'failed.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    import inflamrx.training as training
+    import inflamrx.jobs.train as training
 
     def explode(*_args: object, **_kwargs: object) -> list[float]:
         raise RuntimeError("boom in cross-validation")

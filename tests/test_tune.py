@@ -19,13 +19,14 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import inflamrx.tune as tune_module
+import inflamrx.jobs.tune as tune_module
 from conftest import synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import Config, load_config
+from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.training import PreparedCohort, prepare
-from inflamrx.tune import (
+from inflamrx.jobs.train import PreparedCohort, prepare
+from inflamrx.jobs.tune import (
     TuneOptions,
     TuneResult,
     check_options,
@@ -36,7 +37,6 @@ from inflamrx.tune import (
     search_here,
     tune,
 )
-from inflamrx.validate import validate_cohort
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
+from inflamrx.data.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
+from inflamrx.data.validate import Problem, ValidationResult, validate_cohort, validate_frame
 from inflamrx.errors import InputError
-from inflamrx.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
-from inflamrx.validate import Problem, ValidationResult, validate_cohort, validate_frame
 
 Writer = Callable[..., Path]
 Runner = Callable[..., ValidationResult]

@@ -15,28 +15,28 @@ __version__ = "0.1.0"
 _API = {
     "load_config": "inflamrx.config",
     "Config": "inflamrx.config",
-    "simulate_cohort": "inflamrx.simulate",
-    "write_cohort": "inflamrx.simulate",
-    "validate_cohort": "inflamrx.validate",
-    "validate_frame": "inflamrx.validate",
-    "train": "inflamrx.training",
-    "TrainResult": "inflamrx.training",
-    "tune": "inflamrx.tune",
-    "TuneResult": "inflamrx.tune",
-    "predict": "inflamrx.prediction",
-    "PredictResult": "inflamrx.prediction",
+    "simulate_cohort": "inflamrx.data.simulate",
+    "write_cohort": "inflamrx.data.simulate",
+    "validate_cohort": "inflamrx.data.validate",
+    "validate_frame": "inflamrx.data.validate",
+    "train": "inflamrx.jobs.train",
+    "TrainResult": "inflamrx.jobs.train",
+    "tune": "inflamrx.jobs.tune",
+    "TuneResult": "inflamrx.jobs.tune",
+    "predict": "inflamrx.serving.batch",
+    "PredictResult": "inflamrx.serving.batch",
     "InputError": "inflamrx.errors",
 }
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
     from inflamrx.config import Config, load_config
+    from inflamrx.data.simulate import simulate_cohort, write_cohort
+    from inflamrx.data.validate import validate_cohort, validate_frame
     from inflamrx.errors import InputError
-    from inflamrx.prediction import PredictResult, predict
-    from inflamrx.simulate import simulate_cohort, write_cohort
-    from inflamrx.training import TrainResult, train
-    from inflamrx.tune import TuneResult, tune
-    from inflamrx.validate import validate_cohort, validate_frame
+    from inflamrx.jobs.train import TrainResult, train
+    from inflamrx.jobs.tune import TuneResult, tune
+    from inflamrx.serving.batch import PredictResult, predict
 
 
 def __getattr__(name: str) -> Any:

@@ -149,7 +149,7 @@ def simulate(
     ] = False,
 ) -> None:
     """Write a SYNTHETIC cohort generated from published figures (plus its true probabilities)."""
-    from inflamrx.simulate import simulate_cohort, write_cohort
+    from inflamrx.data.simulate import simulate_cohort, write_cohort
 
     written = write_cohort(simulate_cohort(n, seed, two_arm=two_arm), out_path)
     out.print(f"[bold]SYNTHETIC[/] cohort of {n} patients (seed {seed}) written:")
@@ -171,7 +171,7 @@ def validate(
     ] = None,
 ) -> None:
     """Check a cohort against the data contract. Exit 0: all accepted, 1: some rejected, 2: unusable."""
-    from inflamrx.validate import validate_cohort
+    from inflamrx.data.validate import validate_cohort
 
     cfg = _config(config, data, sets)
     result = validate_cohort(cfg.data)
@@ -184,7 +184,7 @@ def validate(
 
 
 def print_validation(result: Any, synthetic: bool) -> None:
-    from inflamrx.validate import crp_bands, marker_summary, missingness
+    from inflamrx.data.validate import crp_bands, marker_summary, missingness
 
     label = " (SYNTHETIC data)" if synthetic else ""
     out.print(
@@ -246,7 +246,7 @@ def train(
     """Train, evaluate on a held-out test set, log to MLflow and register the model."""
     import json
 
-    from inflamrx.training import train as run_training
+    from inflamrx.jobs.train import train as run_training
 
     _quiet_libraries()
     cfg, status = _job_config(config, data, sets, experiment, as_json)
@@ -338,8 +338,8 @@ def tune(
     import optuna
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from inflamrx.tune import TrialCounts, TuneOptions, check_options
-    from inflamrx.tune import tune as run_tune
+    from inflamrx.jobs.tune import TrialCounts, TuneOptions, check_options
+    from inflamrx.jobs.tune import tune as run_tune
 
     _quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -408,7 +408,7 @@ def predict(
     ] = None,
 ) -> None:
     """Score patients with a logged model, through the same data contract as training."""
-    from inflamrx.prediction import predict as run_predict
+    from inflamrx.serving.batch import predict as run_predict
 
     _quiet_libraries()
     cfg = _config(config, data, sets)
@@ -436,7 +436,7 @@ def export(
 ) -> None:
     """Write a self-contained MLflow model folder that `mlflow models serve -m FOLDER` serves."""
 
-    from inflamrx.serving import export as run_export
+    from inflamrx.serving.pyfunc import export as run_export
 
     _quiet_libraries()
     folder = run_export(model, out_path)
@@ -455,7 +455,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 5000,
 ) -> None:
     """Serve a model over HTTP (`mlflow models serve`, this environment): POST /invocations."""
-    from inflamrx.serving import serve_command
+    from inflamrx.serving.pyfunc import serve_command
 
     _quiet_libraries()
     command, env = serve_command(model, host, port)
@@ -475,7 +475,7 @@ def promote(
     ] = None,
 ) -> None:
     """Point a registry alias at the model version registered from a run."""
-    from inflamrx.serving import promote as run_promote
+    from inflamrx.serving.pyfunc import promote as run_promote
 
     _quiet_libraries()
     registered, version = run_promote(run, alias, name)
@@ -498,8 +498,8 @@ def explain(
     ] = Path("explanations"),
 ) -> None:
     """SHAP explanations and the HTML report; logged to the model's run when it has one."""
-    from inflamrx.explain import explain as run_explain
-    from inflamrx.report import explain_report
+    from inflamrx.modeling.explanations import explain as run_explain
+    from inflamrx.reporting.html import explain_report
 
     _quiet_libraries()
     cfg = _config(config, data, sets)

@@ -10,8 +10,8 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBClassifier
 
 from inflamrx.config import Config, ModelConfig
-from inflamrx.features import build_feature_transformer
-from inflamrx.outcomes import never_features
+from inflamrx.data.outcomes import never_features
+from inflamrx.modeling.features import build_feature_transformer
 
 
 def build_estimator(cfg: ModelConfig) -> ClassifierMixin:
@@ -62,7 +62,7 @@ def build_pipeline(config: Config) -> Pipeline:
 
 def model_input_columns(columns: list[str], config: Config) -> list[str]:
     """The canonical columns a model reads: everything but identity and outcome data."""
-    from inflamrx.schema import IDENTITY_COLUMNS
+    from inflamrx.data.schema import IDENTITY_COLUMNS
 
     banned = never_features(config.outcome) | IDENTITY_COLUMNS
     return [c for c in columns if c not in banned]

@@ -16,8 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
-from inflamrx.errors import InputError
-from inflamrx.ingest import (
+from inflamrx.data.ingest import (
     ROW,
     SourceTable,
     map_columns,
@@ -25,8 +24,9 @@ from inflamrx.ingest import (
     table_from_frame,
     text_column,
 )
-from inflamrx.scales import score_scales
-from inflamrx.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+from inflamrx.data.scales import score_scales
+from inflamrx.data.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+from inflamrx.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -21,10 +21,10 @@ from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
 from inflamrx.config import DataConfig
+from inflamrx.data.schema import COLUMNS
+from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.features import FEATURE_BLOCKS, missing_label
-from inflamrx.schema import COLUMNS
-from inflamrx.validate import ValidationResult, validate_cohort
+from inflamrx.modeling.features import FEATURE_BLOCKS, missing_label
 
 ADDITIVITY_TOLERANCE = 1e-4
 
@@ -422,7 +422,7 @@ def explain(
     """Load the model, validate ``data`` exactly as ``predict`` does and explain the accepted
     rows. Unknown ``patients`` ids are an InputError (the CLI exits 2)."""
     # Imported here: prediction (serving) imports this module for per-patient top factors.
-    from inflamrx.prediction import load_model
+    from inflamrx.serving.batch import load_model
 
     pipeline, metadata = load_model(model_uri)
     if not isinstance(pipeline, Pipeline) or "features" not in pipeline.named_steps:

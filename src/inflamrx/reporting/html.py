@@ -4,7 +4,7 @@ Sections: cohort summary, the model and its validation (the training run's own e
 artifacts, downloaded from MLflow), global importance, beeswarm, dependence, interactions,
 selected patients and caveats. Images are PNG data URIs and the CSS is inline, so the file
 opens offline and nothing is fetched. Figures are ``matplotlib.figure.Figure`` objects on an
-Agg canvas (never pyplot), as in :mod:`inflamrx.plots`.
+Agg canvas (never pyplot), as in :mod:`inflamrx.reporting.figures`.
 
 Identifiers: the report carries none. Selected patients are numbered ("Patient 1"); the SHAP
 table (``shap_values.parquet``, logged beside the report) maps each number to the pseudonymous
@@ -31,7 +31,11 @@ from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config, ReportConfig
-from inflamrx.explain import (
+from inflamrx.data.outcomes import describe
+from inflamrx.data.schema import COLUMNS
+from inflamrx.data.validate import crp_bands, marker_summary
+from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE
+from inflamrx.modeling.explanations import (
     ExplainResult,
     Explanation,
     explain_rows,
@@ -43,11 +47,7 @@ from inflamrx.explain import (
     strongest_partner,
     top_interactions,
 )
-from inflamrx.outcomes import describe
-from inflamrx.plots import PLOT_FILES, new_axes
-from inflamrx.schema import COLUMNS
-from inflamrx.training import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE
-from inflamrx.validate import crp_bands, marker_summary
+from inflamrx.reporting.figures import PLOT_FILES, new_axes
 
 REPORT_FILE = "report.html"
 TABLE_FILE = "shap_values.parquet"

@@ -54,17 +54,17 @@ from mlflow.types.schema import AnyType, Array, Object, Property
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
+from inflamrx.data.schema import COLUMNS, Kind, Role
+from inflamrx.data.validate import UNUSUAL, validate_frame
 from inflamrx.errors import InputError
-from inflamrx.explain import contributions, patient_factors
-from inflamrx.prediction import decide
-from inflamrx.registry import (
+from inflamrx.modeling.explanations import contributions, patient_factors
+from inflamrx.serving.batch import decide
+from inflamrx.serving.registry import (
     ILLUSTRATIVE_PATIENT,
     UntrustedTypesError,
     allowed_types,
     dump_trusted,
 )
-from inflamrx.schema import COLUMNS, Kind, Role
-from inflamrx.validate import UNUSUAL, validate_frame
 
 _log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ MODEL_CODE = "inflamrx_model.py"
 _MODEL_CODE_TEXT = (
     '"""inflamrx response model (models from code: no pickle)."""\n\n'
     "import mlflow\n\n"
-    "from inflamrx.serving import ResponseModel\n\n"
+    "from inflamrx.serving.pyfunc import ResponseModel\n\n"
     "mlflow.models.set_model(ResponseModel())\n"
 )
 _TYPES: dict[Kind, DataType | AnyType] = {
@@ -365,7 +365,7 @@ def log_model(
 
 
 def _use_tracking() -> str:
-    from inflamrx.tracking import tracking_uri
+    from inflamrx.tracking.store import tracking_uri
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from inflamrx.schema import SCALE_ITEMS, SCALE_LABELS, SCALE_TOTALS
+from inflamrx.data.schema import SCALE_ITEMS, SCALE_LABELS, SCALE_TOTALS
 
 
 def item_columns(scale: str) -> list[str]:

@@ -15,7 +15,7 @@ The stage, in order:
 Processes and storage. The study lives in an Optuna RDB storage (SQLite beside the MLflow
 store, or PostgreSQL shared by many machines) and is created here, once, before any worker
 starts: two processes creating one SQLite study at the same moment fail. With one worker the
-search runs in this process; with K > 1, K ``python -m inflamrx.tune`` subprocesses search
+search runs in this process; with K > 1, K ``python -m inflamrx.jobs.tune`` subprocesses search
 while this one reports progress, each with one XGBoost/OpenMP/BLAS thread (several
 multi-threaded processes on a few cores busy-wait each other into a 15-30x slowdown). A worker
 costs ~10 s of imports and cohort validation before its first trial; it pays off for studies
@@ -65,9 +65,9 @@ from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config, ModelConfig, ParamRange
 from inflamrx.errors import InputError
-from inflamrx.evaluate import Estimate, bootstrap_metric_ci
-from inflamrx.model import build_pipeline
-from inflamrx.training import PreparedCohort, TrainResult, prepare
+from inflamrx.jobs.train import PreparedCohort, TrainResult, prepare
+from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
+from inflamrx.modeling.model import build_pipeline
 
 Progress = Callable[[str], None]
 Splits = list[tuple[np.ndarray, np.ndarray]]
@@ -150,7 +150,7 @@ def check_options(options: TuneOptions) -> None:
 def default_storage() -> str:
     """SQLite beside the MLflow store: in the folder of ``MLFLOW_TRACKING_URI`` when that is a
     SQLite URI (tests keep everything in their tmp dir), else ``mlruns/optuna.db``."""
-    from inflamrx.tracking import DEFAULT_STORE, store_folder
+    from inflamrx.tracking.store import DEFAULT_STORE, store_folder
 
     folder = store_folder() or DEFAULT_STORE
     folder.mkdir(parents=True, exist_ok=True)
@@ -578,7 +578,7 @@ def _start_worker(task: dict[str, Any], folder: Path, name: str) -> _Worker:
     out, err = folder / f"{name}.out", folder / f"{name}.err"
     with out.open("wb") as o, err.open("wb") as e:
         process = subprocess.Popen(
-            [sys.executable, "-m", "inflamrx.tune"],
+            [sys.executable, "-m", "inflamrx.jobs.tune"],
             stdin=subprocess.PIPE,
             stdout=o,
             stderr=e,
@@ -611,8 +611,8 @@ def _stop_all(workers: Iterable[_Worker]) -> None:
 
 
 def worker_main(task: dict[str, Any]) -> dict[str, Any]:
-    """Entry point of one worker process (``python -m inflamrx.tune``, task JSON on stdin)."""
-    from inflamrx.validate import validate_cohort
+    """Entry point of one worker process (``python -m inflamrx.jobs.tune``, task JSON on stdin)."""
+    from inflamrx.data.validate import validate_cohort
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = Config.model_validate(task["config"])
@@ -696,8 +696,8 @@ def tune(
     on_trials: Callable[[TrialCounts], None] | None = None,
 ) -> TuneResult:
     """Search, estimate honestly with nested CV, refit the best, evaluate once, log, register."""
-    from inflamrx.training import check_feature_request
-    from inflamrx.validate import validate_cohort
+    from inflamrx.data.validate import validate_cohort
+    from inflamrx.jobs.train import check_feature_request
 
     options = options or TuneOptions()
     check_options(options)
@@ -865,8 +865,8 @@ def _log_job(
     then the refit evaluated once and registered through ``evaluate_and_log``."""
     import mlflow
 
-    from inflamrx.tracking import tracked_run, use_experiment
-    from inflamrx.training import evaluate_and_log, log_job_inputs
+    from inflamrx.jobs.train import evaluate_and_log, log_job_inputs
+    from inflamrx.tracking.store import tracked_run, use_experiment
 
     experiment_id = use_experiment(best_config.tracking.experiment)
     with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}") as run:
@@ -979,7 +979,9 @@ def save_tuning_plots(
     study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
 ) -> list[Path]:
     """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
-    from inflamrx.plots import new_axes  # matplotlib only when plotting (workers never do)
+    from inflamrx.reporting.figures import (
+        new_axes,
+    )  # matplotlib only when plotting (workers never do)
 
     def axes(title: str) -> tuple[Any, Any]:
         return new_axes(title, label, size=(6.0, 4.5))

@@ -1,7 +1,7 @@
 """Log the fitted pipeline to MLflow as the serving pyfunc and register it.
 
 The model format (no pickle: XGBoost UBJ, skops with the trust policy below, models from code)
-lives in ``inflamrx.serving``; this module holds what training decides about it."""
+lives in ``inflamrx.serving.pyfunc``; this module holds what training decides about it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import skops.io
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config
-from inflamrx.outcomes import describe
+from inflamrx.data.outcomes import describe
 
 # An invented, typical patient: the input example must never be a real patient's row.
 ILLUSTRATIVE_PATIENT: dict[str, object] = {
@@ -68,7 +68,7 @@ def log_pipeline(
 ) -> tuple[str, str | None]:
     """Log the fitted pipeline as the ``model`` pyfunc of the active run; return (URI, version)."""
     # serving imports this module (the trust policy): imported here to avoid a cycle.
-    from inflamrx.serving import ServingSettings, log_model
+    from inflamrx.serving.pyfunc import ServingSettings, log_model
 
     settings = ServingSettings(
         threshold=config.serving.threshold,

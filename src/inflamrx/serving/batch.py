@@ -10,9 +10,9 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import DataConfig
+from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.tracking import tracking_uri
-from inflamrx.validate import ValidationResult, validate_cohort
+from inflamrx.tracking.store import tracking_uri
 
 
 @dataclass
@@ -26,9 +26,9 @@ class PredictResult:
 def load_model(model_uri: str) -> tuple[Pipeline, dict[str, object]]:
     """The fitted pipeline behind a model URI, and the metadata logged with it.
 
-    Models are logged as the serving pyfunc (``inflamrx.serving.ResponseModel``); loading it
+    Models are logged as the serving pyfunc (``inflamrx.serving.pyfunc.ResponseModel``); loading it
     checks every artifact against the trusted types, and the fitted pipeline is unwrapped."""
-    from inflamrx.serving import ResponseModel
+    from inflamrx.serving.pyfunc import ResponseModel
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())

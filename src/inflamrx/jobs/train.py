@@ -25,17 +25,17 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config, SplitConfig, flatten
+from inflamrx.data.outcomes import derive_outcome, describe, never_features
+from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.evaluate import (
+from inflamrx.modeling.evaluate import (
     Estimate,
     Evaluation,
     bootstrap_metric_ci,
     evaluate_predictions,
     events_per_variable,
 )
-from inflamrx.model import build_pipeline, model_input_columns
-from inflamrx.outcomes import derive_outcome, describe, never_features
-from inflamrx.validate import ValidationResult, validate_cohort
+from inflamrx.modeling.model import build_pipeline, model_input_columns
 
 # MLflow, matplotlib and skops are imported where runs are logged, not here: tuning workers
 # import this module for `prepare` alone and would pay seconds of start-up for nothing.
@@ -240,7 +240,7 @@ def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from inflamrx.tracking import standard_tags
+    from inflamrx.tracking.store import standard_tags
 
     mlflow.set_tags(
         standard_tags(data.digest, config.data.is_synthetic)
@@ -258,7 +258,7 @@ def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
 
 
 def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
-    from inflamrx.tracking import tracked_run, use_experiment
+    from inflamrx.tracking.store import tracked_run, use_experiment
 
     data = prepare(validated, config)
     pipeline = build_pipeline(config)
@@ -287,8 +287,8 @@ def evaluate_and_log(
     active run, then log and register the model. Shared by ``train`` and ``tune``."""
     import mlflow
 
-    from inflamrx.plots import save_evaluation_plots
-    from inflamrx.registry import log_pipeline
+    from inflamrx.reporting.figures import save_evaluation_plots
+    from inflamrx.serving.registry import log_pipeline
 
     test_idx = data.test_idx
     x_test, y_test = data.x.iloc[test_idx], data.y.iloc[test_idx]
@@ -354,7 +354,7 @@ def evaluate_and_log(
     model_uri, version = log_pipeline(fitted, data.x_train, config, synthetic=synthetic)
     report_uri = None
     if config.report.enabled:
-        from inflamrx.report import report_training_run  # matplotlib/shap only when needed
+        from inflamrx.reporting.html import report_training_run  # matplotlib/shap only when needed
 
         say("writing the SHAP report on the held-out patients")
         report_training_run(

@@ -1,4 +1,4 @@
-"""PNG figures of an :class:`~inflamrx.evaluate.Evaluation`: ROC, PR, calibration, decision curve.
+"""PNG figures of an :class:`~inflamrx.modeling.evaluate.Evaluation`: ROC, PR, calibration, decision curve.
 
 Figures are built as ``matplotlib.figure.Figure`` objects on an Agg canvas, never through
 pyplot, so no figure is registered in pyplot's global list (nothing to close, nothing leaks)
@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from inflamrx.evaluate import Estimate, Evaluation, FloatArray, IntArray, _check_labels
+from inflamrx.modeling.evaluate import Estimate, Evaluation, FloatArray, IntArray, _check_labels
 
 # name -> (outcome labels, score); higher score means more likely to respond.
 ExtraRoc = Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]

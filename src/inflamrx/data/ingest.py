@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from inflamrx.config import DataConfig
+from inflamrx.data.schema import COLUMNS
 from inflamrx.errors import InputError
-from inflamrx.schema import COLUMNS
 
 ROW = "row"  # line number in a CSV (header = line 1), record number in Parquet/XPT
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from inflamrx.config import OutcomeConfig
+from inflamrx.data.scales import item_columns
+from inflamrx.data.schema import OUTCOME_COLUMNS, SCALE_LABELS, SCALE_TOTALS
 from inflamrx.errors import InputError
-from inflamrx.scales import item_columns
-from inflamrx.schema import OUTCOME_COLUMNS, SCALE_LABELS, SCALE_TOTALS
 
 REMISSION_CUTOFF = {"hamd17": 7.0, "madrs": 10.0}  # Leucht 2017: HAM-D17 <= 7, MADRS <= 10
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}

@@ -1,0 +1,1 @@
+"""The cohort data contract: schema, reading, validation, scales, outcomes, the generator."""

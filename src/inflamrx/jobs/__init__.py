@@ -1,0 +1,1 @@
+"""Jobs: train, tune and explain, which read data, fit, log and report (the I/O lives here)."""

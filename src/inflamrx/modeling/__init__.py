@@ -1,0 +1,1 @@
+"""Modelling: clinical features, model kinds, splits, evaluation, explanations (no I/O)."""
