@@ -34,9 +34,11 @@ from inflamrx.config import ReportConfig, load_config
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
-from inflamrx.modeling.explanations import contributions, explain_rows, patient_factors
-from inflamrx.modeling.model import build_pipeline, model_input_columns
-from inflamrx.reporting.html import ReportContext, write_report
+from inflamrx.modeling.explanations import contributions, explain_rows
+from inflamrx.modeling.factors import patient_factors
+from inflamrx.modeling.features import model_input_columns
+from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.reporting.html import NO_VALIDATION, ReportContext, write_report
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -58,15 +60,15 @@ def main() -> None:
     config = load_config()  # default model: XGBoost, 300 trees, depth 3
     cohort = validate_frame(simulate_cohort(args.train + args.n, seed=0).cohort).accepted
     y = derive_outcome(cohort, config.outcome)
-    x = cohort[model_input_columns(list(cohort.columns), config)]
+    x = cohort[model_input_columns(list(cohort.columns), config.outcome)]
     train = y.notna().to_numpy() & (np.arange(len(cohort)) < args.train)
-    pipeline = build_pipeline(config).fit(x[train], y[train].astype(int))
+    pipeline = fit_model(config, x[train], y[train].astype(int))
     rows = x.iloc[args.train :].reset_index(drop=True)
     ids = cohort["patient_id"].iloc[args.train :].reset_index(drop=True)
     print(f"SYNTHETIC cohort: trained on {int(train.sum())}, explaining {len(rows)} patients")
 
-    booster = pipeline.named_steps["model"].get_booster()
-    matrix = pipeline.named_steps["features"].transform(rows)
+    booster = pipeline.estimator.get_booster()
+    matrix = pipeline.transform(rows)
     raw = timed(lambda: booster.predict(DMatrix(matrix), pred_contribs=True), args.repeats)
     ours = timed(lambda: contributions(pipeline, rows), args.repeats)
     print(f"raw booster.predict(pred_contribs=True): {raw * 1000:8.1f} ms")
@@ -97,7 +99,7 @@ def main() -> None:
         model_uri="(in memory)",
         outcome="response",
         synthetic=True,
-        run_id=None,
+        validation=NO_VALIDATION,
         cohort=cohort.iloc[args.train :],
         n_rejected=0,
         population="benchmark patients",

@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/identity_check.py --out before.json   (on the o
      diff before.json after.json
 Trains the default XGBoost and the penalised logistic model, and runs a small tune, on a
 SYNTHETIC cohort (n = 1,000, seed 0), tracking in a temporary SQLite store; prints and writes
-every logged metric and the SHA-256 of every fitted-model file (booster, skops parts).
+every logged metric and the SHA-256 of every fitted-model file (the booster's bytes, the
+skops parts' arrays).
 """
 
 from __future__ import annotations
@@ -15,21 +16,49 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 MODEL_FILES = (".ubj", ".skops")  # fitted parts; settings files may change format
 
 
+# Module paths the layered tree moved; a skops schema names them.
+MOVED = {"inflamrx.features": "inflamrx.modeling.features"}
+
+
+def _fitted_state(node: Any) -> Any:
+    """A skops schema without what is not fitted state: object ids (and the array file names
+    made from them), and module paths a refactor moved."""
+    if isinstance(node, dict):
+        kept = {k: _fitted_state(v) for k, v in node.items() if k not in ("__id__", "file")}
+        if kept.get("__module__") in MOVED:
+            kept["__module__"] = MOVED[kept["__module__"]]
+        return kept
+    if isinstance(node, list):
+        return [_fitted_state(v) for v in node]
+    return node
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 of a booster file; for a skops file, of its fitted state (its schema and
+    arrays): a skops zip is not byte-stable (entry times, entry names from object ids)."""
+    if path.suffix != ".skops":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    with zipfile.ZipFile(path) as z:
+        schema = _fitted_state(json.loads(z.read("schema.json")))
+        arrays = sorted(
+            hashlib.sha256(z.read(n)).hexdigest() for n in z.namelist() if n.endswith(".npy")
+        )
+    text = json.dumps(schema, sort_keys=True) + "".join(arrays)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def model_file_hashes(model_uri: str, tmp: Path) -> dict[str, str]:
     import mlflow
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp)))
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(local.rglob("*"))
-        if p.suffix in MODEL_FILES
-    }
+    return {p.name: content_hash(p) for p in sorted(local.rglob("*")) if p.suffix in MODEL_FILES}
 
 
 def main() -> None:
@@ -42,7 +71,7 @@ def main() -> None:
     try:
         from inflamrx.data.simulate import simulate_cohort, write_cohort
     except ImportError:  # the release before the layered tree
-        from inflamrx.data.simulate import simulate_cohort, write_cohort  # type: ignore[no-redef]
+        from inflamrx.simulate import simulate_cohort, write_cohort  # type: ignore[no-redef]
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -62,7 +91,7 @@ def main() -> None:
                 "cv_auroc": result.cv_auroc,
                 "files": model_file_hashes(result.model_uri, tmp / f"m-{kind}"),
             }
-        tuned = inflamrx.jobs.tune(
+        tuned = inflamrx.tune(
             load_config(
                 None,
                 quick

@@ -37,7 +37,8 @@ from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import train
-from inflamrx.serving.pyfunc import export, signature
+from inflamrx.serving.deploy import export
+from inflamrx.serving.pyfunc import signature
 
 TRIVIAL = """import mlflow
 import pandas as pd
@@ -144,7 +145,7 @@ def main() -> None:
             print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
 
         model = mlflow.pyfunc.load_model(str(served))
-        pipeline = model.unwrap_python_model().pipeline
+        pipeline = model.unwrap_python_model().model.pipeline
         features, booster = pipeline.named_steps["features"], pipeline.named_steps["model"]
         x = cohort.reindex(columns=list(features.feature_names_in_))
         matrix = features.transform(x)

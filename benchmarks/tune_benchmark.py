@@ -38,18 +38,15 @@ from xgboost import XGBClassifier
 from inflamrx.config import Config, load_config
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_cohort
-from inflamrx.jobs.train import PreparedCohort, prepare, train
-from inflamrx.jobs.tune import (
-    _search,
-    create_study,
-    fingerprint,
-    make_pruner,
-    open_storage,
-    outer_splits,
-    task_splits,
-)
+from inflamrx.jobs.train import train
+from inflamrx.jobs.tune.nested import outer_splits
+from inflamrx.jobs.tune.search import make_pruner, search_space, task_splits
+from inflamrx.jobs.tune.storage import create_study, fingerprint, open_storage
+from inflamrx.jobs.tune.workers import _search
 from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.features import build_feature_transformer
+from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.modeling.splits import PreparedCohort, prepare
 
 
 def ci(e: Estimate) -> str:
@@ -61,7 +58,7 @@ def plain_loop(config: Config, data: PreparedCohort, n_trials: int) -> tuple[flo
     x, y = data.x_train, data.y_train
     splits = task_splits(data, config)
     t = config.tuning
-    space = t.xgboost_space
+    space = search_space(config)
 
     def objective(trial: optuna.Trial) -> float:
         params: dict[str, Any] = {}
@@ -105,14 +102,12 @@ def plain_loop(config: Config, data: PreparedCohort, n_trials: int) -> tuple[flo
 
 def default_on_outer_folds(config: Config, data: PreparedCohort) -> Estimate:
     """Default parameters scored on the nested estimate's outer folds (pooled, bootstrap CI)."""
-    from inflamrx.modeling.model import build_pipeline
-
     x, y = data.x_train, data.y_train
     idx, p = [], []
     for fit_idx, score_idx in outer_splits(data, config):
-        fitted = build_pipeline(config).fit(x.iloc[fit_idx], y.iloc[fit_idx])
+        fitted = fit_model(config, x.iloc[fit_idx], y.iloc[fit_idx])
         idx.append(score_idx)
-        p.append(fitted.predict_proba(x.iloc[score_idx])[:, 1])
+        p.append(fitted.probability(x.iloc[score_idx]))
     y_pooled = y.to_numpy()[np.concatenate(idx)]
     return bootstrap_metric_ci(y_pooled, np.concatenate(p), n_boot=1000, seed=0).auroc
 

@@ -13,8 +13,7 @@ from inflamrx.errors import InputError
 
 DATA_KEYS = "columns, drop, join_on, missing_codes, path, recode, synthetic, units"
 TOP_KEYS = (
-    "data, evaluation, features, model, outcome, registry, report, serving, simulate, split, "
-    "tracking, tuning"
+    "data, evaluation, features, model, outcome, registry, report, serving, split, tracking, tuning"
 )
 
 
@@ -55,11 +54,17 @@ def test_nhanes_config_loads() -> None:
         ("data: {colums: {age: AGE}}\n", ["unknown key 'data.colums'", DATA_KEYS]),
         (
             "model: {depth: 4}\n",
-            ["unknown key 'model.depth'", "Allowed keys here: C, colsample_bytree"],
+            [
+                "unknown key 'model.depth'",
+                "Allowed keys here: colsample_bytree, kind, learning_rate",
+            ],
         ),
         ("model: {max_depth: deep}\n", ["'model.max_depth'", "valid integer", "got 'deep'"]),
         ("model: {max_depth: 40}\n", ["'model.max_depth'", "less than or equal to 12", "got 40"]),
-        ("model: {kind: forest}\n", ["'model.kind'", "'xgboost' or 'logistic'", "got 'forest'"]),
+        (
+            "model: {kind: forest}\n",
+            ["'model.kind'", "'xgboost', 'logistic' or 'histgb'", "got 'forest'"],
+        ),
         ("split: {test_size: 1.5}\n", ["'split.test_size'", "less than 1"]),
         ("data: {recode: {sex: {1: 2}}}\n", ["'data.recode.sex.1", "got 2"]),
         (

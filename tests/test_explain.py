@@ -23,8 +23,10 @@ from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import TrainResult, train
 from inflamrx.modeling import explanations as ex
-from inflamrx.modeling.features import ClinicalFeatures
-from inflamrx.modeling.model import build_estimator, build_pipeline, model_input_columns
+from inflamrx.modeling import factors as fx
+from inflamrx.modeling.features import ClinicalFeatures, model_input_columns
+from inflamrx.modeling.kinds._trees import tree_explainer
+from inflamrx.modeling.kinds.base import FittedModel, fit_model, kind_of
 
 
 def _cohort(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
@@ -34,13 +36,14 @@ def _cohort(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     y = derive_outcome(cohort, config.outcome)
     known = y.notna().to_numpy()
     cohort = cohort[known].reset_index(drop=True)
-    x = cohort[model_input_columns(list(cohort.columns), config)]
+    x = cohort[model_input_columns(list(cohort.columns), config.outcome)]
     return cohort, x, y[known].astype(int).reset_index(drop=True)
 
 
-def _fit(kind: str, x: pd.DataFrame, y: pd.Series) -> Pipeline:
-    config = load_config(None, {"model.kind": kind, "model.n_estimators": 60})
-    return build_pipeline(config).fit(x, y)
+def _fit(kind: str, x: pd.DataFrame, y: pd.Series) -> FittedModel:
+    rounds = {"xgboost": {"model.n_estimators": 60}, "histgb": {"model.max_iter": 60}}
+    config = load_config(None, {"model.kind": kind} | rounds.get(kind, {}))
+    return fit_model(config, x, y)
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +51,23 @@ def data() -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
     return _cohort(500, seed=5)
 
 
-@pytest.fixture(scope="module", params=["xgboost", "logistic"])
+@pytest.fixture(scope="module", params=["xgboost", "logistic", "histgb"])
 def fitted(
     request: pytest.FixtureRequest, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
-) -> Pipeline:
+) -> FittedModel:
     _, x, y = data
     return _fit(request.param, x, y)
 
 
 def test_contributions_add_up_to_the_models_log_odds(
-    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+    fitted: FittedModel, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
 ) -> None:
     _, x, _ = data
     contrib = ex.contributions(fitted, x)
     total = contrib.base_value + contrib.values.sum(axis=1).to_numpy()
     np.testing.assert_allclose(total, contrib.margin, atol=ex.ADDITIVITY_TOLERANCE)
-    np.testing.assert_allclose(contrib.probability, fitted.predict_proba(x)[:, 1], atol=1e-6)
-    assert list(contrib.values.columns) == list(fitted[0].get_feature_names_out())
+    np.testing.assert_allclose(contrib.probability, fitted.probability(x), atol=1e-6)
+    assert list(contrib.values.columns) == list(fitted.features.get_feature_names_out())
     assert "CRP (mg/L, log)" in contrib.values.columns  # clinical names, not num__x3
 
 
@@ -72,15 +75,15 @@ def test_tree_explainer_is_built_once_per_fitted_model_and_renewed_on_refit(
     data: tuple[pd.DataFrame, pd.DataFrame, pd.Series],
 ) -> None:
     _, x, y = data
-    pipeline = _fit("xgboost", x, y)
-    model = pipeline.named_steps["model"]
-    first = ex.tree_explainer(model)
-    assert ex.tree_explainer(model) is first  # served requests reuse it
-    model.fit(pipeline[0].transform(x), 1 - y)  # refitted in place: a new booster
-    renewed = ex.tree_explainer(model)
+    fitted = _fit("xgboost", x, y)
+    model = fitted.estimator
+    first = tree_explainer(model, model.get_booster())
+    assert tree_explainer(model, model.get_booster()) is first  # served requests reuse it
+    model.fit(fitted.transform(x), 1 - y)  # refitted in place: a new booster
+    renewed = tree_explainer(model, model.get_booster())
     assert renewed is not first
-    contrib = ex.contributions(pipeline, x)  # explains the refitted model, additively
-    np.testing.assert_allclose(contrib.probability, pipeline.predict_proba(x)[:, 1], atol=1e-6)
+    contrib = ex.contributions(fitted, x)  # explains the refitted model, additively
+    np.testing.assert_allclose(contrib.probability, fitted.probability(x), atol=1e-6)
 
 
 def test_additivity_violation_is_an_error(
@@ -95,18 +98,18 @@ def test_additivity_violation_is_an_error(
             values[7, 0] += 1e-3  # one cell off by more than the tolerance
             return values
 
-    monkeypatch.setattr(ex.shap, "TreeExplainer", Tampered)
+    monkeypatch.setattr(shap, "TreeExplainer", Tampered)
     with pytest.raises(ex.AdditivityError, match=r"row 7"):
         ex.contributions(pipeline, x)
 
 
 def test_linear_model_has_no_interactions_and_tree_model_has(
-    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+    fitted: FittedModel, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
 ) -> None:
     _, x, _ = data
     contrib = ex.contributions(fitted, x)
     strength = ex.interaction_strength(fitted, contrib.features, max_rows=50)
-    if fitted.named_steps["model"].__class__.__name__ == "XGBClassifier":
+    if fitted.kind.has_interactions:
         assert strength is not None and strength.to_numpy().max() > 0
         np.testing.assert_allclose(strength.to_numpy(), strength.to_numpy().T, atol=1e-6)
         pairs = ex.top_interactions(strength, 5)
@@ -118,11 +121,11 @@ def test_linear_model_has_no_interactions_and_tree_model_has(
 
 
 def test_patient_factors_in_clinical_units(
-    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+    fitted: FittedModel, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
 ) -> None:
     _, x, _ = data
     contrib = ex.contributions(fitted, x)
-    factors = ex.patient_factors(contrib, x, 4)
+    factors = fx.patient_factors(contrib, x, 4)
     points = ex.probability_points(contrib)
     assert len(factors) == len(x) and all(len(f) == 4 for f in factors)
     for i, row in enumerate(factors[:50]):
@@ -153,7 +156,7 @@ def test_patient_factor_values_for_each_kind_of_feature(
     x2.loc[x2.index[0], ["neutrophils_10e9_l", "lymphocytes_10e9_l"]] = [4.3, 2.0]
     x2.loc[x2.index[1], "il6_pg_ml"] = np.nan
     contrib = ex.contributions(pipeline, x2)
-    rows = [{f["feature"]: f for f in row} for row in ex.patient_factors(contrib, x2, 999)]
+    rows = [{f["feature"]: f for f in row} for row in fx.patient_factors(contrib, x2, 999)]
     assert rows[0]["CRP (mg/L, log)"]["value"] == "7.2 mg/L"
     assert rows[0]["CRP 3-10 mg/L"]["text"].startswith("CRP 3-10 mg/L (7.2 mg/L): ")  # type: ignore[union-attr]
     assert rows[1]["IL-6 (pg/mL, log)"]["value"] == "missing"
@@ -168,15 +171,15 @@ def test_patient_factor_values_for_each_kind_of_feature(
 def test_patient_factors_edge_cases(data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]) -> None:
     _, x, y = data
     contrib = ex.contributions(_fit("xgboost", x, y), x.iloc[:3])
-    assert ex.patient_factors(contrib, x.iloc[:3], 0) == [[], [], []]
+    assert fx.patient_factors(contrib, x.iloc[:3], 0) == [[], [], []]
     with pytest.raises(ValueError, match="'top' parameter must be >= 0"):
-        ex.patient_factors(contrib, x.iloc[:3], -1)
+        fx.patient_factors(contrib, x.iloc[:3], -1)
     with pytest.raises(ValueError, match="x has 2 rows but the contributions explain 3"):
-        ex.patient_factors(contrib, x.iloc[:2], 3)
+        fx.patient_factors(contrib, x.iloc[:2], 3)
 
 
 def test_probability_points_sum_sensibly(
-    fitted: Pipeline, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+    fitted: FittedModel, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
 ) -> None:
     _, x, _ = data
     contrib = ex.contributions(fitted, x)
@@ -212,10 +215,11 @@ def test_known_drivers_rank_top_and_noise_ranks_low() -> None:
     matrix["Pure noise"] = np.random.default_rng(0).normal(size=len(matrix))
     config = load_config(None, {"model.n_estimators": 60})
     pipeline = Pipeline(
-        [("features", ClinicalFeatures()), ("model", build_estimator(config.model))]
+        [("features", ClinicalFeatures()), ("model", kind_of("xgboost").estimator(config.model))]
     )
     pipeline.fit(matrix, y)
-    importance = ex.global_importance(ex.contributions(pipeline, matrix))
+    fitted = FittedModel(kind_of("xgboost"), pipeline, list(matrix.columns))
+    importance = ex.global_importance(ex.contributions(fitted, matrix))
     ranking = list(importance.index)
     assert {"CRP (mg/L, log)", "IL-6 (pg/mL, log)"} <= set(ranking[:3]), ranking[:5]
     drivers = ["CRP (mg/L, log)", "IL-6 (pg/mL, log)", "Failed antidepressants (n)"]

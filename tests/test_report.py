@@ -17,8 +17,10 @@ from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.modeling.explanations import Explanation, explain_rows
-from inflamrx.modeling.model import build_pipeline, model_input_columns
+from inflamrx.modeling.features import model_input_columns
+from inflamrx.modeling.kinds.base import fit_model
 from inflamrx.reporting.html import (
+    NO_VALIDATION,
     SECTIONS,
     ReportContext,
     ReportFiles,
@@ -36,9 +38,9 @@ def explained() -> tuple[Explanation, pd.DataFrame]:
     y = derive_outcome(cohort, config.outcome)
     known = y.notna().to_numpy()
     cohort = cohort[known].reset_index(drop=True)
-    x = cohort[model_input_columns(list(cohort.columns), config)]
-    pipeline = build_pipeline(config).fit(x, y[known].astype(int))
-    return explain_rows(pipeline, x, cohort["patient_id"], interaction_rows=100), cohort
+    x = cohort[model_input_columns(list(cohort.columns), config.outcome)]
+    fitted = fit_model(config, x, y[known].astype(int))
+    return explain_rows(fitted, x, cohort["patient_id"], interaction_rows=100), cohort
 
 
 def _context(cohort: pd.DataFrame, synthetic: bool) -> ReportContext:
@@ -46,7 +48,7 @@ def _context(cohort: pd.DataFrame, synthetic: bool) -> ReportContext:
         model_uri="models:/m-test",
         outcome="response",
         synthetic=synthetic,
-        run_id=None,
+        validation=NO_VALIDATION,
         cohort=cohort,
         n_rejected=0,
         population="test patients",

@@ -35,8 +35,10 @@ from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import TrainResult, train
+from inflamrx.modeling.safe_io import UntrustedArtifactError, load_trusted
 from inflamrx.serving.batch import load_model
-from inflamrx.serving.pyfunc import MAX_ROWS, UntrustedArtifactError, export, load_trusted, promote
+from inflamrx.serving.deploy import export, promote
+from inflamrx.serving.pyfunc import MAX_ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +155,7 @@ def test_signature_types_optional_columns_params_and_example(
     assert not set(types) & OUTCOME_COLUMNS  # follow-up and outcome are never inputs
     (param,) = info.signature.params.params
     assert (param.name, param.default) == ("top_factors", 3)
-    assert (info.metadata or {})["decision_threshold"] == 0.5
+    assert load_model(trained.model_uri).settings.threshold == 0.5
     example = (exported / "input_example.json").read_text()
     assert "ILLUSTRATIVE-1" in example and "SYN-" not in example  # an invented patient
 
@@ -164,15 +166,16 @@ def test_artifacts_are_not_pickles_and_load_as_the_fitted_pipeline(
     files = {p.name for p in exported.rglob("*") if p.is_file()}
     assert {"booster.ubj", "features.skops", "serving.json", "MLmodel"} <= files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
-    pipeline, metadata = load_model(trained.model_uri)
+    loaded = load_model(trained.model_uri)
+    pipeline = loaded.model.pipeline
     assert isinstance(pipeline, Pipeline) and list(pipeline.named_steps) == ["features", "model"]
-    assert metadata["top_factors"] == 3
+    assert loaded.settings.top_factors == 3
 
 
 def test_an_artifact_holding_an_untrusted_type_is_refused(exported: Path, tmp_path: Path) -> None:
     tampered = tmp_path / "tampered"
     shutil.copytree(exported, tampered)
-    features = tampered / "artifacts" / "features.skops"
+    features = next(tampered.rglob("features.skops"))
     skops.io.dump({"weights": fractions.Fraction(1, 3)}, features)  # a type outside the list
     with pytest.raises(
         UntrustedArtifactError, match=r"not trusted for loading.*fractions\.Fraction"

@@ -19,24 +19,23 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-import inflamrx.jobs.tune as tune_module
+import inflamrx.jobs.tune.search as search_module
 from conftest import synthetic_workspace, tracking_in
 from inflamrx.cli import app
 from inflamrx.config import Config, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.jobs.train import PreparedCohort, prepare
-from inflamrx.jobs.tune import (
+from inflamrx.jobs.tune.job import TuneResult, tune
+from inflamrx.jobs.tune.search import search_here
+from inflamrx.jobs.tune.storage import (
     TuneOptions,
-    TuneResult,
     check_options,
     create_study,
     default_storage,
     fingerprint,
     open_storage,
-    search_here,
-    tune,
 )
+from inflamrx.modeling.splits import PreparedCohort, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -171,14 +170,14 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(
     tmp_path: Path, prepared: tuple[Config, PreparedCohort], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, data = prepared
-    real = tune_module.score_fold
+    real = search_module.score_fold
 
     def deep_trees_explode(cfg: Config, *args: Any) -> tuple[float, int | None]:
         if cfg.model.max_depth >= 4:
             raise RuntimeError(f"boom: max_depth {cfg.model.max_depth} is not allowed")
         return real(cfg, *args)
 
-    monkeypatch.setattr(tune_module, "score_fold", deep_trees_explode)
+    monkeypatch.setattr(search_module, "score_fold", deep_trees_explode)
     study = _search(tmp_path, config, data, "failing", 10)
     states = [t.state for t in study.trials]
     assert len(states) == 10  # the study went on to its budget

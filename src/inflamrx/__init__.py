@@ -21,8 +21,8 @@ _API = {
     "validate_frame": "inflamrx.data.validate",
     "train": "inflamrx.jobs.train",
     "TrainResult": "inflamrx.jobs.train",
-    "tune": "inflamrx.jobs.tune",
-    "TuneResult": "inflamrx.jobs.tune",
+    "tune": "inflamrx.jobs.tune.job",
+    "TuneResult": "inflamrx.jobs.tune.job",
     "predict": "inflamrx.serving.batch",
     "PredictResult": "inflamrx.serving.batch",
     "InputError": "inflamrx.errors",
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from inflamrx.data.validate import validate_cohort, validate_frame
     from inflamrx.errors import InputError
     from inflamrx.jobs.train import TrainResult, train
-    from inflamrx.jobs.tune import TuneResult, tune
+    from inflamrx.jobs.tune.job import TuneResult, tune
     from inflamrx.serving.batch import PredictResult, predict
 
 

@@ -94,7 +94,14 @@ def _quiet_libraries() -> None:
 
 
 def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Config:
-    return load_config(config, parse_overrides(sets or []), data)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        loaded = load_config(config, parse_overrides(sets or []), data)
+    # A config written for an earlier release still works; say what to change in it.
+    print_warnings([str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)])
+    return loaded
 
 
 def print_warnings(warnings: list[str]) -> None:
@@ -114,8 +121,10 @@ def _job_config(
     cfg = _config(config, data, sets)
     if experiment:
         cfg.tracking.experiment = experiment
+    from inflamrx.data.simulate import says_synthetic
+
     status = err if as_json else out
-    if cfg.data.is_synthetic:
+    if says_synthetic(cfg.data):
         status.print("[bold yellow]SYNTHETIC data[/]: figures below describe a simulated cohort.")
     return cfg, status
 
@@ -179,7 +188,7 @@ def validate(
         write_table(result.accepted, out_path)
     if rejected is not None:
         write_table(result.rejected, rejected)
-    print_validation(result, synthetic=cfg.data.is_synthetic)
+    print_validation(result, synthetic=result.synthetic)
     raise typer.Exit(result.exit_code)
 
 
@@ -228,10 +237,6 @@ def print_validation(result: Any, synthetic: bool) -> None:
     out.print(table)
     bands = crp_bands(result.accepted)
     out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
-
-
-def run() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
 
 
 @app.command()
@@ -338,8 +343,9 @@ def tune(
     import optuna
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from inflamrx.jobs.tune import TrialCounts, TuneOptions, check_options
-    from inflamrx.jobs.tune import tune as run_tune
+    from inflamrx.jobs.tune.job import tune as run_tune
+    from inflamrx.jobs.tune.search import TrialCounts
+    from inflamrx.jobs.tune.storage import TuneOptions, check_options
 
     _quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -436,7 +442,7 @@ def export(
 ) -> None:
     """Write a self-contained MLflow model folder that `mlflow models serve -m FOLDER` serves."""
 
-    from inflamrx.serving.pyfunc import export as run_export
+    from inflamrx.serving.deploy import export as run_export
 
     _quiet_libraries()
     folder = run_export(model, out_path)
@@ -455,7 +461,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 5000,
 ) -> None:
     """Serve a model over HTTP (`mlflow models serve`, this environment): POST /invocations."""
-    from inflamrx.serving.pyfunc import serve_command
+    from inflamrx.serving.deploy import serve_command
 
     _quiet_libraries()
     command, env = serve_command(model, host, port)
@@ -475,7 +481,7 @@ def promote(
     ] = None,
 ) -> None:
     """Point a registry alias at the model version registered from a run."""
-    from inflamrx.serving.pyfunc import promote as run_promote
+    from inflamrx.serving.deploy import promote as run_promote
 
     _quiet_libraries()
     registered, version = run_promote(run, alias, name)
@@ -498,8 +504,8 @@ def explain(
     ] = Path("explanations"),
 ) -> None:
     """SHAP explanations and the HTML report; logged to the model's run when it has one."""
-    from inflamrx.modeling.explanations import explain as run_explain
-    from inflamrx.reporting.html import explain_report
+    from inflamrx.jobs.explain import explain as run_explain
+    from inflamrx.jobs.explain import explain_report
 
     _quiet_libraries()
     cfg = _config(config, data, sets)

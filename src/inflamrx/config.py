@@ -5,9 +5,9 @@ Only the CLI reads files and the environment; library code receives a ``Config``
 
 from __future__ import annotations
 
-import json
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,7 +28,8 @@ class DataConfig(_Section):
     missing_codes: dict[str, list[float | str]] = Field(default_factory=dict)
     drop: list[str] = Field(default_factory=list)
     # Labels every run, log and report made from this data. None: synthetic when the file
-    # has the `<stem>.meta.json` that `inflamrx simulate` writes beside it, saying so.
+    # has the `<stem>.meta.json` that `inflamrx simulate` writes beside it, saying so
+    # (read once per job, by validation: data.simulate.says_synthetic).
     synthetic: bool | None = None
 
     @field_validator("recode", mode="before")
@@ -45,25 +46,6 @@ class DataConfig(_Section):
     @property
     def paths(self) -> list[str]:
         return [self.path] if isinstance(self.path, str) else list(self.path)
-
-    @property
-    def is_synthetic(self) -> bool:
-        if self.synthetic is not None:
-            return self.synthetic
-        return any(_says_synthetic(Path(p).with_suffix(".meta.json")) for p in self.paths)
-
-
-def _says_synthetic(meta: Path) -> bool:
-    try:
-        return bool(json.loads(meta.read_text()).get("synthetic", False))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-class SimulateConfig(_Section):
-    n: int = Field(2000, ge=10)
-    seed: int = 0
-    two_arm: bool = False
 
 
 class OutcomeConfig(_Section):
@@ -91,9 +73,15 @@ class FeaturesConfig(_Section):
     exclude: list[str] = Field(default_factory=list)
 
 
-class ModelConfig(_Section):
-    kind: Literal["xgboost", "logistic"] = "xgboost"
-    # XGBoost
+class _ModelSection(_Section):
+    """Parameters shared by every model kind. Each kind has its own class below (validated and
+    logged alone) and its implementation in ``inflamrx.modeling.kinds.<kind>``."""
+
+    seed: int = 0
+
+
+class XGBoostConfig(_ModelSection):
+    kind: Literal["xgboost"] = "xgboost"
     n_estimators: int = Field(300, ge=1)
     max_depth: int = Field(3, ge=1, le=12)
     learning_rate: float = Field(0.03, gt=0, le=1)
@@ -102,11 +90,35 @@ class ModelConfig(_Section):
     min_child_weight: float = Field(5.0, ge=0)
     reg_lambda: float = Field(1.0, ge=0)
     reg_alpha: float = Field(0.0, ge=0)
-    # penalised logistic regression
+
+
+class LogisticConfig(_ModelSection):
+    """Penalised logistic regression."""
+
+    kind: Literal["logistic"] = "logistic"
     C: float = Field(1.0, gt=0)
     penalty: Literal["l2", "l1", "elasticnet"] = "l2"
     l1_ratio: float = Field(0.5, ge=0, le=1)
-    seed: int = 0
+
+
+class HistGBConfig(_ModelSection):
+    """scikit-learn's HistGradientBoostingClassifier (missing values handled natively)."""
+
+    kind: Literal["histgb"] = "histgb"
+    max_iter: int = Field(300, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_depth: int | None = Field(3, ge=1, le=12)
+    max_leaf_nodes: int = Field(15, ge=2)
+    min_samples_leaf: int = Field(20, ge=1)
+    l2_regularization: float = Field(1.0, ge=0)
+
+
+# One class per kind, chosen by `model.kind` (a pydantic discriminated union).
+ModelConfig = Annotated[XGBoostConfig | LogisticConfig | HistGBConfig, Field(discriminator="kind")]
+MODEL_CONFIGS: dict[str, type[_ModelSection]] = {
+    c.model_fields["kind"].default: c for c in (XGBoostConfig, LogisticConfig, HistGBConfig)
+}
+DEFAULT_KIND = "xgboost"
 
 
 class SplitConfig(_Section):
@@ -156,27 +168,6 @@ class ParamRange(_Section):
         return self
 
 
-def _xgboost_space() -> dict[str, ParamRange]:
-    return {
-        "max_depth": ParamRange(low=2, high=6, integer=True),
-        "learning_rate": ParamRange(low=0.01, high=0.2, log=True),
-        "n_estimators": ParamRange(low=50, high=600, integer=True, log=True),
-        "subsample": ParamRange(low=0.5, high=1.0),
-        "colsample_bytree": ParamRange(low=0.4, high=1.0),
-        "min_child_weight": ParamRange(low=1, high=30, log=True),
-        "reg_lambda": ParamRange(low=0.1, high=50, log=True),
-        "reg_alpha": ParamRange(low=1e-3, high=10, log=True),
-    }
-
-
-def _logistic_space() -> dict[str, ParamRange]:
-    return {
-        "C": ParamRange(low=1e-3, high=10, log=True),
-        "penalty": ParamRange(choices=["l2", "l1", "elasticnet"]),
-        "l1_ratio": ParamRange(low=0.05, high=0.95),
-    }
-
-
 class TuningConfig(_Section):
     n_trials: int = Field(40, ge=1)
     timeout_s: float | None = Field(None, gt=0)  # stop starting trials after this many seconds
@@ -192,20 +183,30 @@ class TuningConfig(_Section):
     # Each running trial writes a heartbeat this often; one silent for 3 intervals (its process
     # was killed) is marked FAIL, so a resumed study neither loses nor repeats it.
     heartbeat_s: int = Field(5, ge=1)
-    xgboost_space: dict[str, ParamRange] = Field(default_factory=_xgboost_space)
-    logistic_space: dict[str, ParamRange] = Field(default_factory=_logistic_space)
+    # The search space (parameter: range) for the config's model kind; None: the kind's own
+    # default (SEARCH_SPACE in inflamrx.modeling.kinds.<kind>).
+    space: dict[str, ParamRange] | None = None
+    # Release 0.1.0's per-kind keys, still read: used when model.kind is that kind.
+    xgboost_space: dict[str, ParamRange] | None = None
+    logistic_space: dict[str, ParamRange] | None = None
 
-    @field_validator("xgboost_space", "logistic_space")
-    @classmethod
-    def _known_parameters(cls, space: dict[str, ParamRange]) -> dict[str, ParamRange]:
-        tunable = set(ModelConfig.model_fields) - {"seed", "kind"}
-        unknown = sorted(set(space) - tunable)
-        if unknown:
-            allowed = ", ".join(sorted(tunable))
-            raise ValueError(
-                f"unknown model parameters {unknown} in a search space; allowed: {allowed}"
-            )
-        return space
+    def space_for(self, kind: str) -> dict[str, ParamRange] | None:
+        """The configured space for ``kind`` (None: the kind's default)."""
+        legacy = {"xgboost": self.xgboost_space, "logistic": self.logistic_space}.get(kind)
+        return self.space if self.space is not None else legacy
+
+
+def _check_space(space: dict[str, ParamRange] | None, kind: str) -> None:
+    if space is None:
+        return
+    tunable = set(MODEL_CONFIGS[kind].model_fields) - {"seed", "kind"}
+    unknown = sorted(set(space) - tunable)
+    if unknown:
+        allowed = ", ".join(sorted(tunable))
+        raise ValueError(
+            f"unknown model parameters {unknown} in a search space for model.kind {kind!r}; "
+            f"allowed: {allowed}"
+        )
 
 
 class ReportConfig(_Section):
@@ -218,10 +219,9 @@ class ReportConfig(_Section):
 
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
-    simulate: SimulateConfig = Field(default_factory=SimulateConfig)
     outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    model: ModelConfig = Field(default_factory=XGBoostConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -230,21 +230,82 @@ class Config(_Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_releases(cls, tree: Any) -> Any:
+        if not isinstance(tree, dict):
+            return tree
+        tree = dict(tree)
+        if "simulate" in tree:  # release 0.1.0 kept `inflamrx simulate` options here, unused
+            tree.pop("simulate")
+            warnings.warn(
+                "the config's 'simulate' section is no longer used and is ignored; give "
+                "`inflamrx simulate` its options (--n, --seed, --two-arm) on the command line",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        model = tree.get("model")
+        if isinstance(model, dict) and "kind" not in model:
+            tree["model"] = {"kind": DEFAULT_KIND, **model}
+        return tree
 
-def _format_error(err: ValidationError, source: str) -> str:
+    @model_validator(mode="after")
+    def _spaces_fit_their_kind(self) -> Config:
+        _check_space(self.tuning.space, self.model.kind)
+        _check_space(self.tuning.xgboost_space, "xgboost")
+        _check_space(self.tuning.logistic_space, "logistic")
+        return self
+
+
+def _format_error(err: ValidationError, source: str, tree: dict[str, Any]) -> str:
     lines = [f"{source}: the configuration is not valid."]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        loc = _without_kind_tags(e["loc"])
+        key = ".".join(str(p) for p in loc)
         if e["type"] == "extra_forbidden":
-            parent = _section_for(e["loc"][:-1])
+            parent = _section_for(loc[:-1], tree)
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
             lines.append(f"  unknown key '{key}'. Allowed keys here: {allowed}.")
+        elif e["type"] == "union_tag_invalid":
+            kinds = [repr(k) for k in MODEL_CONFIGS]
+            one_of = ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            got = e.get("ctx", {}).get("tag")
+            lines.append(f"  '{key}.kind': must be one of {one_of} (got {got!r}).")
+            lines += _default_kind_errors(tree.get("model"))
         else:
             lines.append(f"  '{key}': {e['msg']} (got {e.get('input')!r}).")
     return "\n".join(lines)
 
 
-def _section_for(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _without_kind_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # pydantic puts the chosen union member's tag in the path: ('model', 'xgboost', 'max_depth').
+    if len(loc) > 1 and loc[0] == "model" and loc[1] in MODEL_CONFIGS:
+        return (loc[0], *loc[2:])
+    return loc
+
+
+def _default_kind_errors(model: Any) -> list[str]:
+    """With an unknown kind the other model keys cannot be checked against it; check them
+    against the default kind so every bad value is still reported at once."""
+    if not isinstance(model, dict):
+        return []
+    rest = {k: v for k, v in model.items() if k != "kind"}
+    try:
+        MODEL_CONFIGS[DEFAULT_KIND].model_validate(rest)
+    except ValidationError as err:
+        return [
+            f"  'model.{'.'.join(str(p) for p in e['loc'])}': {e['msg']} (got {e.get('input')!r})."
+            for e in err.errors()
+            if e["type"] != "extra_forbidden"
+        ]
+    return []
+
+
+def _section_for(loc: tuple[int | str, ...], tree: dict[str, Any]) -> type[BaseModel] | None:
+    if loc == ("model",):
+        model_tree = tree.get("model")
+        kind = model_tree.get("kind", DEFAULT_KIND) if isinstance(model_tree, dict) else None
+        return MODEL_CONFIGS.get(str(kind))
     model: type[BaseModel] = Config
     for part in loc:
         field = model.model_fields.get(str(part))
@@ -288,7 +349,7 @@ def build_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        raise InputError(_format_error(err, source)) from None
+        raise InputError(_format_error(err, source, tree)) from None
 
 
 def load_config(

@@ -25,6 +25,8 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import rankdata, truncnorm
 
+from inflamrx.config import DataConfig
+
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -458,3 +460,18 @@ def oracle_auroc(truth: pd.DataFrame, outcome: npt.ArrayLike) -> float:
         raise ValueError("The 'outcome' must contain both responders and non-responders.")
     ranks = rankdata(score)  # ties get the average rank (Mann-Whitney U)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def says_synthetic(data: DataConfig) -> bool:
+    """Whether the data are labelled synthetic: ``data.synthetic`` when set, otherwise whether
+    any data file has the ``<stem>.meta.json`` that ``write_cohort`` puts beside it, saying so."""
+    if data.synthetic is not None:
+        return data.synthetic
+    return any(_meta_says_synthetic(Path(p).with_suffix(".meta.json")) for p in data.paths)
+
+
+def _meta_says_synthetic(meta: Path) -> bool:
+    try:
+        return bool(json.loads(meta.read_text()).get("synthetic", False))
+    except (OSError, ValueError, AttributeError):
+        return False

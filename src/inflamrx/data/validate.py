@@ -26,6 +26,7 @@ from inflamrx.data.ingest import (
 )
 from inflamrx.data.scales import score_scales
 from inflamrx.data.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+from inflamrx.data.simulate import says_synthetic
 from inflamrx.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -72,6 +73,7 @@ class ValidationResult:
     problems: list[Problem]
     ignored_columns: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    synthetic: bool = False  # the data say they are synthetic (data.simulate.says_synthetic)
 
     @property
     def rows_in(self) -> int:
@@ -384,7 +386,9 @@ def _renames_for_output(columns: list[str]) -> dict[str, str]:
 
 def validate_cohort(data: DataConfig) -> ValidationResult:
     """Read, map and validate the cohort described by ``data`` (paths relative to the cwd)."""
-    return validate_source(read_sources(data), data)
+    result = validate_source(read_sources(data), data)
+    result.synthetic = says_synthetic(data)
+    return result
 
 
 def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> ValidationResult:

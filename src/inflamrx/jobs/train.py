@@ -1,9 +1,8 @@
 """Train and evaluate: one split, cross-validation on the training part, one test evaluation,
-everything tracked in MLflow and the fitted pipeline logged and registered."""
+everything tracked in MLflow and the fitted model logged, registered and reported."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Callable
@@ -11,37 +10,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.base import clone
+from mlflow.data.pandas_dataset import from_pandas
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import (
-    GroupKFold,
-    GroupShuffleSplit,
-    RepeatedStratifiedKFold,
-    train_test_split,
-)
-from sklearn.pipeline import Pipeline
 
-from inflamrx.config import Config, SplitConfig, flatten
-from inflamrx.data.outcomes import derive_outcome, describe, never_features
+from inflamrx.config import Config, flatten
+from inflamrx.data.outcomes import describe
 from inflamrx.data.validate import ValidationResult, validate_cohort
-from inflamrx.errors import InputError
-from inflamrx.modeling.evaluate import (
-    Estimate,
-    Evaluation,
-    bootstrap_metric_ci,
-    evaluate_predictions,
-    events_per_variable,
+from inflamrx.modeling.assessment import Assessment, assess
+from inflamrx.modeling.evaluate import Evaluation
+from inflamrx.modeling.explanations import explain_rows
+from inflamrx.modeling.features import check_feature_request
+from inflamrx.modeling.kinds.base import FittedModel, fit_model
+from inflamrx.modeling.splits import PreparedCohort, cv_folds, prepare
+from inflamrx.reporting.figures import save_evaluation_plots
+from inflamrx.reporting.html import (
+    EVALUATION_IMAGES,
+    FIGURE_DIR,
+    ModelValidation,
+    ReportContext,
+    ReportFiles,
+    write_report,
 )
-from inflamrx.modeling.model import build_pipeline, model_input_columns
+from inflamrx.serving.artifacts import ServingSettings
+from inflamrx.serving.pyfunc import log_model
+from inflamrx.tracking.store import log_files, standard_tags, tracked_run, use_experiment
 
-# MLflow, matplotlib and skops are imported where runs are logged, not here: tuning workers
-# import this module for `prepare` alone and would pay seconds of start-up for nothing.
 Progress = Callable[[str], None]
-EVALUATION_ARTIFACTS = "evaluation"  # folder of the run's evaluation files (read by the report)
+EVALUATION_ARTIFACTS = "evaluation"  # folder of the run's evaluation files (read by explain)
 METRICS_TABLE_FILE = "metrics_table.csv"
+REPORT_ARTIFACTS = "explanations"  # folder of the run's SHAP report
 
 
 @dataclass
@@ -93,157 +94,41 @@ class TrainResult:
         }
 
 
-def data_digest(frame: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes() + ",".join(frame.columns).encode()).hexdigest()[:16]
-
-
-def split_once(
-    y: pd.Series, groups: pd.Series | None, cfg: SplitConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The one train/test split, made before anything is fitted."""
-    positions = np.arange(len(y))
-    if groups is not None:
-        splitter = GroupShuffleSplit(n_splits=1, test_size=cfg.test_size, random_state=cfg.seed)
-        train_idx, test_idx = next(splitter.split(positions, y, groups))
-        return train_idx, test_idx
-    smallest = int(min((y == 1).sum(), (y == 0).sum()))
-    if smallest < 4:
-        raise InputError(
-            f"the outcome has only {smallest} patients in its smaller class; at least 4 are "
-            "needed to hold out a stratified test set and cross-validate"
-        )
-    train_idx, test_idx = train_test_split(
-        positions, test_size=cfg.test_size, stratify=y, random_state=cfg.seed
-    )
-    return np.sort(train_idx), np.sort(test_idx)
-
-
-def cross_validate(
-    pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, groups: pd.Series | None, cfg: SplitConfig
-) -> list[float]:
-    """Repeated stratified (or grouped) CV AUROC on the training part only."""
-    if groups is not None:
-        n_groups = groups.nunique()
-        if n_groups < 2:
-            return []
-        splits = GroupKFold(n_splits=min(cfg.cv_folds, n_groups)).split(x, y, groups)
-    else:
-        folds = max(2, min(cfg.cv_folds, int(min((y == 1).sum(), (y == 0).sum()))))
-        splitter = RepeatedStratifiedKFold(
-            n_splits=folds, n_repeats=cfg.cv_repeats, random_state=cfg.seed
-        )
-        splits = splitter.split(x, y)
+def cross_validate(config: Config, data: PreparedCohort) -> tuple[list[float], list[str]]:
+    """Repeated stratified (or grouped) CV AUROC on the training part only, and warnings for
+    folds that could not be scored."""
+    s = config.split
+    folds = cv_folds(data.y_train, data.groups_train, s.cv_folds, s.seed, repeats=s.cv_repeats)
+    x, y = data.x_train, data.y_train
     scores = []
-    for fit_idx, score_idx in splits:
-        if y.iloc[score_idx].nunique() < 2:
-            continue  # a fold with one outcome class has no AUROC
-        fitted = clone(pipeline).fit(x.iloc[fit_idx], y.iloc[fit_idx])
-        scores.append(
-            float(roc_auc_score(y.iloc[score_idx], fitted.predict_proba(x.iloc[score_idx])[:, 1]))
+    for fit_idx, score_idx in folds.splits:
+        fitted = fit_model(config, x.iloc[fit_idx], y.iloc[fit_idx])
+        p = fitted.probability(x.iloc[score_idx])
+        scores.append(float(roc_auc_score(y.iloc[score_idx], p)))
+    warnings = []
+    if folds.impossible:
+        warnings.append(f"no cross-validation: {folds.impossible}")
+    elif folds.skipped:
+        warnings.append(
+            f"cross-validation: {folds.skipped} fold(s) with a single outcome class on one "
+            "side were left out"
         )
-    return scores
-
-
-def subgroups(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Clinical subgroups for subgroup AUROC: sex, age band, TRD, site (where present)."""
-    out: dict[str, np.ndarray] = {"sex": cohort["sex"].astype(str).to_numpy()}
-    out["age_band"] = (
-        pd.cut(cohort["age"], [0, 40, 60, np.inf], right=False, labels=["<40", "40-59", ">=60"])
-        .astype(str)
-        .to_numpy()
-    )
-    if "n_failed_antidepressants" in cohort:
-        failed = cohort["n_failed_antidepressants"]
-        out["trd"] = np.where(failed.isna(), "unknown", np.where(failed >= 2, "TRD", "not TRD"))
-    if "site" in cohort and cohort["site"].notna().any():
-        out["site"] = cohort["site"].fillna("unknown").astype(str).to_numpy()
-    return out
-
-
-def check_feature_request(config: Config) -> None:
-    banned = never_features(config.outcome)
-    asked = sorted(set(config.features.include or []) & banned)
-    if asked:
-        raise InputError(
-            f"features.include asks for {asked}, which are outcome or follow-up data for "
-            f"'{describe(config.outcome)}'; they can never be features"
-        )
+    return scores, warnings
 
 
 def train(config: Config, progress: Progress | None = None) -> TrainResult:
     """Validate, split, cross-validate, fit, evaluate once on the test set, log and register."""
     say = progress or (lambda _msg: None)
-    check_feature_request(config)
+    check_feature_request(config.features.include, config.outcome)
     say("validating the cohort")
     validated = validate_cohort(config.data)
     return train_on(validated, config, say)
 
 
-@dataclass
-class PreparedCohort:
-    """Accepted rows with a known outcome, the model's input columns and the one split."""
-
-    cohort: pd.DataFrame
-    x: pd.DataFrame
-    y: pd.Series
-    groups: pd.Series | None
-    train_idx: np.ndarray
-    test_idx: np.ndarray
-    n_without_outcome: int
-    digest: str
-
-    @property
-    def x_train(self) -> pd.DataFrame:
-        return self.x.iloc[self.train_idx]
-
-    @property
-    def y_train(self) -> pd.Series:
-        return self.y.iloc[self.train_idx]
-
-    @property
-    def groups_train(self) -> pd.Series | None:
-        return self.groups.iloc[self.train_idx] if self.groups is not None else None
-
-
-def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
-    """Derive the outcome, choose the input columns and split once, before any fitting."""
-    cohort = validated.accepted
-    if cohort.empty:
-        raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
-    y_all = derive_outcome(cohort, config.outcome)
-    known = y_all.notna().to_numpy()
-    cohort, y = (
-        cohort[known].reset_index(drop=True),
-        y_all[known].astype(int).reset_index(drop=True),
-    )
-    x = cohort[model_input_columns(list(cohort.columns), config)]
-    group_col = config.split.group_by
-    if group_col is not None and group_col not in cohort:
-        raise InputError(f"split.group_by is {group_col!r}, but the cohort has no such column")
-    groups = cohort[group_col].fillna("unknown").astype(str) if group_col else None
-    train_idx, test_idx = split_once(y, groups, config.split)
-    return PreparedCohort(
-        cohort=cohort,
-        x=x,
-        y=y,
-        groups=groups,
-        train_idx=train_idx,
-        test_idx=test_idx,
-        n_without_outcome=int((~known).sum()),
-        digest=data_digest(cohort),
-    )
-
-
 def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
     """Tags, flattened config and dataset lineage (digest and schema, no rows) of the active run."""
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-
-    from inflamrx.tracking.store import standard_tags
-
     mlflow.set_tags(
-        standard_tags(data.digest, config.data.is_synthetic)
+        standard_tags(data.digest, data.synthetic)
         | {"job": job, "outcome": describe(config.outcome)}
     )
     mlflow.log_params(flatten(config))
@@ -258,77 +143,82 @@ def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
 
 
 def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
-    from inflamrx.tracking.store import tracked_run, use_experiment
-
     data = prepare(validated, config)
-    pipeline = build_pipeline(config)
     experiment_id = use_experiment(config.tracking.experiment)
     with tracked_run(experiment_id, run_name=f"train-{config.model.kind}") as run:
         log_job_inputs(data, config, job="train")
         say(f"cross-validating on {len(data.train_idx)} training patients")
-        cv_scores = cross_validate(
-            pipeline, data.x_train, data.y_train, data.groups_train, config.split
-        )
+        cv_scores, cv_warnings = cross_validate(config, data)
         say("fitting the final pipeline")
-        fitted = clone(pipeline).fit(data.x_train, data.y_train)
-        return evaluate_and_log(run.info.run_id, fitted, data, validated, config, cv_scores, say)
+        fitted = fit_model(config, data.x_train, data.y_train)
+        result = evaluate_and_log(run.info.run_id, fitted, data, validated, config, cv_scores, say)
+        result.warnings[:0] = cv_warnings
+        return result
 
 
 def evaluate_and_log(
     run_id: str,
-    fitted: Pipeline,
+    fitted: FittedModel,
     data: PreparedCohort,
     validated: ValidationResult,
     config: Config,
     cv_scores: list[float],
     say: Progress,
 ) -> TrainResult:
-    """Evaluate the fitted pipeline once on the held-out test set, log the evaluation to the
-    active run, then log and register the model. Shared by ``train`` and ``tune``."""
-    import mlflow
-
-    from inflamrx.reporting.figures import save_evaluation_plots
-    from inflamrx.serving.registry import log_pipeline
-
-    test_idx = data.test_idx
-    x_test, y_test = data.x.iloc[test_idx], data.y.iloc[test_idx]
-    synthetic = config.data.is_synthetic  # read once: it opens the data's meta.json
-    n_features = len(fitted.named_steps["features"].get_feature_names_out())
-
-    say(f"evaluating once on {len(test_idx)} held-out patients")
-    p_test = fitted.predict_proba(x_test)[:, 1]
-    test_cohort = data.cohort.iloc[test_idx].reset_index(drop=True)
-    crp = test_cohort["crp_mg_l"].to_numpy(dtype=float)
-    evaluation = evaluate_predictions(
-        y_test.to_numpy(),
-        p_test,
-        baseline_rule=crp > 3,
-        baseline_rule_name=CRP_RULE,
-        subgroups={
-            k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
-        },
-        thresholds=tuple(config.evaluation.thresholds),
-        n_boot=config.evaluation.n_bootstrap,
-        seed=config.evaluation.seed,
+    """Evaluate the fitted model once on the held-out test set, log the evaluation to the
+    active run, log and register the model, and report. Shared by ``train`` and ``tune``."""
+    say(f"evaluating once on {len(data.test_idx)} held-out patients")
+    assessment = assess(fitted, data, config)
+    validation = log_assessment(assessment, data, validated, config, cv_scores)
+    say("logging and registering the model")
+    model_uri, version = log_and_register(fitted, config, data.synthetic)
+    report_uri = None
+    if config.report.enabled:
+        say("writing the SHAP report on the held-out patients")
+        report_uri = report_test_patients(
+            run_id, model_uri, fitted, data, validation, config, len(validated.rejected)
+        )
+    return TrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        registered_version=version,
+        outcome=describe(config.outcome),
+        synthetic=data.synthetic,
+        n_train=len(data.train_idx),
+        n_test=len(data.test_idx),
+        n_rejected=len(validated.rejected),
+        n_without_outcome=data.n_without_outcome,
+        cv_auroc=cv_scores,
+        evaluation=assessment.evaluation,
+        table=assessment.table,
+        test_patient_ids=data.test_cohort["patient_id"].astype(str).tolist(),
+        warnings=[*assessment.warnings, *validated.warnings],
+        report_uri=report_uri,
     )
-    baselines = crp_baselines(y_test.to_numpy(), crp, config)
-    table = baseline_table(evaluation, baselines)
-    epv = events_per_variable(data.y_train.to_numpy(), n_features)
-    warnings = [w for w in [epv.warning, *evaluation.notes, *validated.warnings] if w]
 
+
+def log_assessment(
+    assessment: Assessment,
+    data: PreparedCohort,
+    validated: ValidationResult,
+    config: Config,
+    cv_scores: list[float],
+) -> ModelValidation:
+    """Metrics, plots and tables of the active run; returns what the report shows of them."""
+    evaluation = assessment.evaluation
     metrics = evaluation.to_mlflow_metrics() | {
         "n_train": float(len(data.train_idx)),
-        "n_test": float(len(test_idx)),
+        "n_test": float(len(data.test_idx)),
         "n_rejected": float(len(validated.rejected)),
         "n_without_outcome": float(data.n_without_outcome),
-        "events_per_variable": float(epv.epv),
+        "events_per_variable": float(assessment.epv.epv),
     }
     if cv_scores:
         metrics |= {
             "cv_auroc_mean": float(np.mean(cv_scores)),
             "cv_auroc_sd": float(np.std(cv_scores)),
         }
-    for name, est in baselines.items():
+    for name, est in assessment.baselines.items():
         key = f"baseline_{name}"
         metrics |= {key: est.estimate, f"{key}_ci_low": est.ci_low, f"{key}_ci_high": est.ci_high}
     mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
@@ -337,10 +227,10 @@ def evaluate_and_log(
         save_evaluation_plots(
             evaluation,
             folder,
-            extra_roc={"CRP alone": (y_test.to_numpy(), crp)},
-            cohort_label="SYNTHETIC cohort" if synthetic else None,
+            extra_roc={"CRP alone": (assessment.y_test, assessment.crp_test)},
+            cohort_label="SYNTHETIC cohort" if data.synthetic else None,
         )
-        table.to_csv(folder / METRICS_TABLE_FILE, index=False)
+        assessment.table.to_csv(folder / METRICS_TABLE_FILE, index=False)
         evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
         (folder / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
@@ -349,87 +239,64 @@ def evaluate_and_log(
             json.dumps(_validation_counts(validated, data.n_without_outcome), indent=2)
         )
         mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACTS)
+        images = {n: (folder / n).read_bytes() for n in EVALUATION_IMAGES if (folder / n).is_file()}
+    return ModelValidation(assessment.table, images)
 
-    say("logging and registering the model")
-    model_uri, version = log_pipeline(fitted, data.x_train, config, synthetic=synthetic)
-    report_uri = None
-    if config.report.enabled:
-        from inflamrx.reporting.html import report_training_run  # matplotlib/shap only when needed
 
-        say("writing the SHAP report on the held-out patients")
-        report_training_run(
-            run_id, model_uri, fitted, test_cohort, x_test, config, len(validated.rejected)
-        )
-        report_uri = mlflow.get_artifact_uri("explanations/report.html")
-    return TrainResult(
-        run_id=run_id,
-        model_uri=model_uri,
-        registered_version=version,
-        outcome=describe(config.outcome),
-        synthetic=synthetic,
-        n_train=len(data.train_idx),
-        n_test=len(test_idx),
-        n_rejected=len(validated.rejected),
-        n_without_outcome=data.n_without_outcome,
-        cv_auroc=cv_scores,
-        evaluation=evaluation,
-        table=table,
-        test_patient_ids=test_cohort["patient_id"].astype(str).tolist(),
-        warnings=warnings,
-        report_uri=report_uri,
+def log_and_register(
+    fitted: FittedModel, config: Config, synthetic: bool
+) -> tuple[str, str | None]:
+    """Log the fitted model as the ``model`` pyfunc of the active run; return (URI, version)."""
+    info = log_model(
+        fitted,
+        ServingSettings(threshold=config.serving.threshold, top_factors=config.serving.top_factors),
+        metadata={
+            "outcome": describe(config.outcome),
+            "model_kind": fitted.kind.name,
+            "synthetic_training_data": synthetic,
+        },
+        registered_model_name=config.registry.name if config.registry.enabled else None,
     )
+    registered = info.registered_model_version
+    return info.model_uri, (str(registered) if registered is not None else None)
 
 
-CRP_RULE = "CRP > 3 mg/L"
+def report_test_patients(
+    run_id: str,
+    model_uri: str,
+    fitted: FittedModel,
+    data: PreparedCohort,
+    validation: ModelValidation,
+    config: Config,
+    n_rejected: int,
+) -> str:
+    """The SHAP report on the held-out test patients, logged to the run; returns its URI."""
+    test_cohort = data.test_cohort
+    explanation = explain_rows(
+        fitted,
+        data.x.iloc[data.test_idx],
+        test_cohort["patient_id"].astype(str),
+        seed=config.report.seed,
+    )
+    context = ReportContext(
+        model_uri=model_uri,
+        outcome=describe(config.outcome),
+        synthetic=data.synthetic,
+        validation=validation,
+        cohort=test_cohort,
+        n_rejected=n_rejected,
+        population="held-out test patients of the training run",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_report(explanation, context, config.report, Path(tmp))
+        log_report(files, run_id)
+    return str(mlflow.get_artifact_uri(f"{REPORT_ARTIFACTS}/report.html"))
 
 
-def crp_baselines(y: np.ndarray, crp: np.ndarray, config: Config) -> dict[str, Estimate]:
-    """AUROC/AUPRC of CRP alone as a score (rank-based), and AUROC of the CRP > 3 rule."""
-    boot = {"n_boot": config.evaluation.n_bootstrap, "seed": config.evaluation.seed}
-    alone = bootstrap_metric_ci(y, crp / (1.0 + crp), **boot)  # monotone map: same ranks as CRP
-    rule = bootstrap_metric_ci(y, (crp > 3).astype(float), **boot)
-    return {
-        "crp_alone_auroc": alone.auroc,
-        "crp_alone_auprc": alone.auprc,
-        "crp_rule_auroc": rule.auroc,
-    }
-
-
-def _fmt(est: Estimate) -> str:
-    return f"{est.estimate:.3f} ({est.ci_low:.3f}-{est.ci_high:.3f})"
-
-
-def baseline_table(evaluation: Evaluation, base: dict[str, Estimate]) -> pd.DataFrame:
-    """The model beside the CRP > 3 mg/L rule and CRP alone, on the same test patients."""
-    m = evaluation.metrics
-    rule = evaluation.threshold_table
-    rule = rule[rule["classifier_kind"] == "rule"].head(1)
-    rows = [
-        ("AUROC", _fmt(m.auroc), _fmt(base["crp_rule_auroc"]), _fmt(base["crp_alone_auroc"])),
-        ("AUPRC", _fmt(m.auprc), "", _fmt(base["crp_alone_auprc"])),
-        ("Brier score", _fmt(m.brier), "", ""),
-        ("Calibration intercept", _fmt(m.calibration_intercept), "", ""),
-        ("Calibration slope", _fmt(m.calibration_slope), "", ""),
-    ]
-    model_rows = evaluation.threshold_table[
-        evaluation.threshold_table["classifier_kind"] == "model"
-    ]
-    for stat in ("sensitivity", "specificity", "ppv", "npv"):
-        rule_text = ""
-        if not rule.empty:
-            r = rule.iloc[0]
-            rule_text = f"{r[stat]:.3f} ({r[stat + '_ci_low']:.3f}-{r[stat + '_ci_high']:.3f})"
-        for row in model_rows.itertuples(index=False):
-            d = row._asdict()
-            rows.append(
-                (
-                    f"{stat.upper() if len(stat) == 3 else stat.capitalize()} at p >= {d['threshold']:g}",
-                    f"{d[stat]:.3f} ({d[stat + '_ci_low']:.3f}-{d[stat + '_ci_high']:.3f})",
-                    rule_text,
-                    "",
-                )
-            )
-    return pd.DataFrame(rows, columns=["metric", "model", CRP_RULE, "CRP alone (score)"])
+def log_report(files: ReportFiles, run_id: str) -> None:
+    """The report, the SHAP table and the figures, under ``explanations/`` of the run."""
+    log_files(run_id, [files.report, files.table], REPORT_ARTIFACTS)
+    log_files(run_id, files.figures, f"{REPORT_ARTIFACTS}/{FIGURE_DIR}")
 
 
 def _validation_counts(validated: ValidationResult, without_outcome: int) -> dict[str, Any]:

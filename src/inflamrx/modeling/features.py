@@ -36,8 +36,11 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
+from inflamrx.config import OutcomeConfig
+from inflamrx.data.outcomes import describe, never_features
 from inflamrx.data.scales import item_columns
 from inflamrx.data.schema import COLUMNS, IDENTITY_COLUMNS, OUTCOME_COLUMNS, SCALE_ITEMS
+from inflamrx.errors import InputError
 
 __all__ = [
     "FEATURE_GROUPS",
@@ -520,3 +523,19 @@ def build_feature_transformer(
         include=None if include is None else list(include),
         exclude=None if exclude is None else list(exclude),
     )
+
+
+def model_input_columns(columns: list[str], outcome: OutcomeConfig) -> list[str]:
+    """The canonical columns a model reads: everything but identity and outcome data."""
+    banned = never_features(outcome) | IDENTITY_COLUMNS
+    return [c for c in columns if c not in banned]
+
+
+def check_feature_request(include: list[str] | None, outcome: OutcomeConfig) -> None:
+    """Refuse ``features.include`` asking for the outcome's own data."""
+    asked = sorted(set(include or []) & never_features(outcome))
+    if asked:
+        raise InputError(
+            f"features.include asks for {asked}, which are outcome or follow-up data for "
+            f"'{describe(outcome)}'; they can never be features"
+        )

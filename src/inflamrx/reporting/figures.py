@@ -7,14 +7,18 @@ and the process-wide backend is left alone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import optuna
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from inflamrx.modeling.evaluate import Estimate, Evaluation, FloatArray, IntArray, _check_labels
@@ -181,3 +185,47 @@ def save_evaluation_plots(
         paths[name] = out_dir / PLOT_FILES[name]
         fig.savefig(paths[name], dpi=dpi)
     return paths
+
+
+def save_tuning_plots(
+    study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
+) -> list[Path]:
+    """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
+    from inflamrx.reporting.figures import (
+        new_axes,
+    )  # matplotlib only when plotting (workers never do)
+
+    def axes(title: str) -> tuple[Any, Any]:
+        return new_axes(title, label, size=(6.0, 4.5))
+
+    written = []
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    fig, ax = axes("Optimisation history (cross-validated AUROC, training part)")
+    ax.scatter([t.number for t in done], [t.value for t in done], s=14, label="complete")
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.scatter([t.number for t in pruned], last, s=14, marker="x", c="grey",
+                   label="pruned (running AUROC when stopped)")  # fmt: skip
+    if done:
+        order = sorted(done, key=lambda t: t.number)
+        ax.step([t.number for t in order], np.maximum.accumulate([float(t.value or 0) for t in order]),
+                where="post", c="C3", label="best so far")  # fmt: skip
+    ax.set_xlabel("trial")
+    ax.set_ylabel("AUROC")
+    ax.legend(loc="lower right", fontsize=8)
+    written.append(folder / "optimisation_history.png")
+    fig.savefig(written[-1], dpi=110)
+
+    try:
+        importance = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        importance = {}  # too few complete trials to say
+    if importance:
+        fig, ax = axes("Parameter importance (PED-ANOVA)")
+        names = list(importance)[::-1]
+        ax.barh(names, [importance[n] for n in names])
+        ax.set_xlabel("importance (share)")
+        written.append(folder / "param_importance.png")
+        fig.savefig(written[-1], dpi=110)
+    return written

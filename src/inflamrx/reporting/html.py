@@ -1,7 +1,7 @@
 """The researcher's report: one self-contained HTML file explaining a logged model.
 
-Sections: cohort summary, the model and its validation (the training run's own evaluation
-artifacts, downloaded from MLflow), global importance, beeswarm, dependence, interactions,
+Sections: cohort summary, the model and its validation (the training run's own evaluation,
+handed over by the job that holds it), global importance, beeswarm, dependence, interactions,
 selected patients and caveats. Images are PNG data URIs and the CSS is inline, so the file
 opens offline and nothing is fetched. Figures are ``matplotlib.figure.Figure`` objects on an
 Agg canvas (never pyplot), as in :mod:`inflamrx.reporting.figures`.
@@ -16,43 +16,34 @@ from __future__ import annotations
 import base64
 import html
 import io
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from scipy.special import expit
-from sklearn.pipeline import Pipeline
 
-from inflamrx.config import Config, ReportConfig
-from inflamrx.data.outcomes import describe
+from inflamrx.config import ReportConfig
 from inflamrx.data.schema import COLUMNS
 from inflamrx.data.validate import crp_bands, marker_summary
-from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE
 from inflamrx.modeling.explanations import (
-    ExplainResult,
     Explanation,
-    explain_rows,
-    feature_sources,
     global_importance,
-    patient_factors,
     probability_points,
     shap_table,
     strongest_partner,
     top_interactions,
 )
+from inflamrx.modeling.factors import feature_sources, patient_factors
 from inflamrx.reporting.figures import PLOT_FILES, new_axes
 
 REPORT_FILE = "report.html"
 TABLE_FILE = "shap_values.parquet"
 FIGURE_DIR = "figures"
-ARTIFACT_PATH = "explanations"  # in the model's MLflow run
 EVALUATION_IMAGES = {
     PLOT_FILES["calibration"]: "Calibration (held-out test set)",
     PLOT_FILES["decision_curve"]: "Decision curve (held-out test set)",
@@ -73,13 +64,25 @@ SECTIONS = (
 
 
 @dataclass(frozen=True)
+class ModelValidation:
+    """The model's validation as its training run recorded it: the metrics table (model
+    beside the CRP baselines) and the evaluation curves (PNG bytes by file name)."""
+
+    table: pd.DataFrame | None
+    images: dict[str, bytes]
+
+
+NO_VALIDATION = ModelValidation(None, {})
+
+
+@dataclass(frozen=True)
 class ReportContext:
     """What the report says about where the model and the explained patients come from."""
 
     model_uri: str
     outcome: str
     synthetic: bool
-    run_id: str | None  # the training run: its evaluation artifacts go into the report
+    validation: ModelValidation  # what the job holds of the model's own validation
     cohort: pd.DataFrame  # accepted canonical rows that were explained (summary figures only)
     n_rejected: int
     population: str  # e.g. "held-out test patients of the training run"
@@ -90,10 +93,6 @@ class ReportFiles:
     report: Path
     table: Path
     figures: list[Path]
-
-    @property
-    def all(self) -> list[Path]:
-        return [self.report, self.table, *self.figures]
 
 
 # --- choosing what to show -----------------------------------------------------------------
@@ -214,13 +213,17 @@ def interaction_figure(pairs: pd.DataFrame, label: str | None = None) -> Figure:
     return fig
 
 
-def waterfall_figure(explanation: Explanation, position: int, label: str | None = None) -> Figure:
+def waterfall_figure(
+    explanation: Explanation,
+    position: int,
+    factors: list[dict[str, object]],
+    label: str | None = None,
+) -> Figure:
     """From the model's average patient (base value) to this patient's log-odds, one bar per
-    feature; the smallest contributions are pooled. No identifier goes on the figure."""
+    factor (``patient_factors(..., with_subject=True)`` of the row at ``position``); the
+    remaining contributions are pooled. No identifier goes on the figure."""
     contrib = explanation.contrib
-    one = explanation.take([position])
-    factors = patient_factors(one.contrib, one.x, WATERFALL_FEATURES)[0]
-    steps = [(str(f["text"]).rsplit(": ", 1)[0], float(f["log_odds"])) for f in factors]  # type: ignore[arg-type]
+    steps = [(str(f["subject"]), float(f["log_odds"])) for f in factors]  # type: ignore[arg-type]
     rest = float(contrib.values.iloc[position].sum()) - sum(v for _, v in steps)
     n_rest = contrib.values.shape[1] - len(steps)
     if n_rest > 0:
@@ -304,32 +307,6 @@ def _p(text: str, cls: str = "") -> str:
     return f"<p{attr}>{html.escape(text)}</p>"
 
 
-@dataclass(frozen=True)
-class _Evaluation:
-    table: pd.DataFrame | None
-    images: dict[str, bytes]
-
-
-def _training_evaluation(run_id: str | None) -> _Evaluation:
-    """The metrics table and curves the training run logged under ``evaluation/``. Files are
-    fetched one by one: only what the report shows, and no folder-download progress bar."""
-    if run_id is None:
-        return _Evaluation(None, {})
-    found: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in (METRICS_TABLE_FILE, *EVALUATION_IMAGES):
-            try:
-                path = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=f"{EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
-                )
-            except Exception:  # not logged (e.g. a model logged by hand): the report says so
-                continue
-            found[name] = Path(path).read_bytes()
-    csv = found.pop(METRICS_TABLE_FILE, None)
-    table = None if csv is None else pd.read_csv(io.BytesIO(csv), keep_default_na=False)
-    return _Evaluation(table, found)
-
-
 def _summary_html(explanation: Explanation, context: ReportContext) -> str:
     cohort = context.cohort
     n = len(explanation.patient_ids)
@@ -364,7 +341,7 @@ def _summary_html(explanation: Explanation, context: ReportContext) -> str:
     return _section("summary", "Cohort summary", "".join(parts))
 
 
-def _model_html(context: ReportContext, evaluation: _Evaluation, kind: str) -> str:
+def _model_html(context: ReportContext, evaluation: ModelValidation, kind: str) -> str:
     parts = [
         _p(f"Model: {context.model_uri} ({kind}). Outcome: {context.outcome}."),
     ]
@@ -388,11 +365,15 @@ def _model_html(context: ReportContext, evaluation: _Evaluation, kind: str) -> s
     return _section("model", "The model and its validation", "".join(parts))
 
 
-def _patients_html(explanation: Explanation, ids: list[str], pngs: dict[str, bytes]) -> str:
+def _patients_html(
+    explanation: Explanation,
+    ids: list[str],
+    pngs: dict[str, bytes],
+    factors: list[list[dict[str, object]]],
+) -> str:
     if not ids:
         return _section("patients", "Selected patients", _p("No patient selected."))
     chosen = explanation.rows(ids)
-    factors = patient_factors(chosen.contrib, chosen.x, WATERFALL_FEATURES)
     points = probability_points(chosen.contrib)
     parts = [
         _p(
@@ -444,9 +425,8 @@ def render_html(
     pngs: dict[str, bytes],
     patients: list[str],
     dependence: list[tuple[str, str | None]],
-    evaluation: _Evaluation,
+    factors: list[list[dict[str, object]]],
 ) -> str:
-    kind = "XGBoost" if explanation.interactions is not None else "penalised logistic regression"
     banner = ""
     if context.synthetic:
         banner = (
@@ -479,7 +459,9 @@ def render_html(
             "Mean |SHAP interaction value| of the strongest pairs, on a sample of patients."
         ) + _img(pngs["interactions"], "interactions", "img-interactions")
     else:
-        inter = _p("The logistic model has no interactions by construction.", "muted")
+        inter = _p(
+            f"The model ({explanation.model_label}) has no interactions by construction.", "muted"
+        )
     caveats = "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>"
     if context.synthetic:
         caveats += _p("These results come from SYNTHETIC data.", "synthetic")
@@ -491,12 +473,12 @@ def render_html(
             f"<h1>{html.escape(title)}</h1>",
             banner,
             _summary_html(explanation, context),
-            _model_html(context, evaluation, kind),
+            _model_html(context, context.validation, explanation.model_label),
             importance,
             beeswarm,
             _section("dependence", "Dependence", dep),
             _section("interactions", "Interactions", inter),
-            _patients_html(explanation, patients, pngs),
+            _patients_html(explanation, patients, pngs, factors),
             _section("caveats", "Caveats", caveats),
         ]
     )
@@ -550,8 +532,10 @@ def write_report(
             top_interactions(explanation.interactions), label
         )
     chosen = explanation.rows(shown)
+    # Computed once for the waterfalls and the patients' tables.
+    factors = patient_factors(chosen.contrib, chosen.x, WATERFALL_FEATURES, with_subject=True)
     for i in range(len(shown)):
-        figures[f"waterfall_{i + 1}"] = waterfall_figure(chosen, i, label)
+        figures[f"waterfall_{i + 1}"] = waterfall_figure(chosen, i, factors[i], label)
     pngs = {name: _png(fig) for name, fig in figures.items()}
     paths = []
     for name, png in pngs.items():
@@ -559,8 +543,7 @@ def write_report(
         path.write_bytes(png)
         paths.append(path)
 
-    evaluation = _training_evaluation(context.run_id)
-    page = render_html(explanation, context, pngs, shown, dependence, evaluation)
+    page = render_html(explanation, context, pngs, shown, dependence, factors)
     report = out / REPORT_FILE
     report.write_text(page, encoding="utf-8")
     return ReportFiles(report=report, table=table, figures=paths)
@@ -571,62 +554,3 @@ def _sample(explanation: Explanation, n: int, seed: int) -> Explanation:
     if count <= n:
         return explanation
     return explanation.take(np.sort(np.random.default_rng(seed).choice(count, n, replace=False)))
-
-
-def log_report(files: ReportFiles, run_id: str) -> None:
-    """Log the report, the SHAP table and the figures to ``explanations/`` of the run."""
-    client = mlflow.MlflowClient()
-    client.log_artifact(run_id, str(files.report), ARTIFACT_PATH)
-    client.log_artifact(run_id, str(files.table), ARTIFACT_PATH)
-    for figure in files.figures:
-        client.log_artifact(run_id, str(figure), f"{ARTIFACT_PATH}/{FIGURE_DIR}")
-
-
-def report_training_run(
-    run_id: str,
-    model_uri: str,
-    fitted: Pipeline,
-    test_cohort: pd.DataFrame,
-    x_test: pd.DataFrame,
-    config: Config,
-    n_rejected: int,
-) -> None:
-    """The report for a freshly trained model, on its held-out test patients, logged to its
-    run (the hook at the end of ``training.evaluate_and_log``)."""
-    explanation = explain_rows(
-        fitted, x_test, test_cohort["patient_id"].astype(str), seed=config.report.seed
-    )
-    context = ReportContext(
-        model_uri=model_uri,
-        outcome=describe(config.outcome),
-        synthetic=config.data.is_synthetic,
-        run_id=run_id,
-        cohort=test_cohort,
-        n_rejected=n_rejected,
-        population="held-out test patients of the training run",
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        files = write_report(explanation, context, config.report, Path(tmp))
-        log_report(files, run_id)
-
-
-def explain_report(
-    result: ExplainResult, model_uri: str, config: ReportConfig, out: Path
-) -> tuple[ReportFiles, bool]:
-    """Write the report of an ``inflamrx explain`` job under ``out`` and, when the model URI
-    resolves to a run, log it there too. Returns the files and whether they were logged."""
-    outcome = result.metadata.get("outcome")
-    context = ReportContext(
-        model_uri=model_uri,
-        outcome=str(outcome) if outcome else "not recorded with the model",
-        synthetic=result.synthetic,
-        run_id=result.run_id,
-        cohort=result.validation.accepted,
-        n_rejected=len(result.validation.rejected),
-        population="accepted rows of the data given to `inflamrx explain`",
-    )
-    files = write_report(result.explanation, context, config, out, result.patients)
-    if result.run_id is None:
-        return files, False
-    log_report(files, result.run_id)
-    return files, True

@@ -9,7 +9,7 @@ and model, and the same SHAP explanation come out as ``response_probability``,
 - Nothing is unpickled. The model is logged as *models from code* (MLflow 3 refuses to
   unpickle a cloudpickled PythonModel by default), the XGBoost booster is stored in its own UBJ
   format, and the scikit-learn parts go through skops with the trust policy of
-  ``registry.allowed_types``: an artifact holding any other type is refused at load time.
+  ``modeling.safe_io``: an artifact holding any other type is refused at load time.
 - The scoring server turns an ``MlflowException`` raised by ``predict`` into an HTTP status by
   its error code: BAD_REQUEST / INVALID_PARAMETER_VALUE answer 400 with the message; any other
   exception becomes a 400 *with a stack trace* in the body. So every bad input is raised here
@@ -30,48 +30,57 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import os
-import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
-import skops.io
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import BAD_REQUEST, INTERNAL_ERROR
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType, Array, Object, Property
-from sklearn.pipeline import Pipeline
-from xgboost import XGBClassifier
 
 from inflamrx.data.schema import COLUMNS, Kind, Role
 from inflamrx.data.validate import UNUSUAL, validate_frame
 from inflamrx.errors import InputError
-from inflamrx.modeling.explanations import contributions, patient_factors
-from inflamrx.serving.batch import decide
-from inflamrx.serving.registry import (
-    ILLUSTRATIVE_PATIENT,
-    UntrustedTypesError,
-    allowed_types,
-    dump_trusted,
+from inflamrx.modeling.explanations import contributions
+from inflamrx.modeling.factors import patient_factors
+from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
+from inflamrx.serving.artifacts import (
+    MODEL_ARTIFACT,
+    ServingSettings,
+    load_artifacts,
+    save_artifacts,
 )
 
 _log = logging.getLogger(__name__)
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]  # travels with the model (code_paths)
+# An invented, typical patient: the input example must never be a real patient's row.
+ILLUSTRATIVE_PATIENT: dict[str, object] = {
+    "age": 46.0, "sex": "F", "bmi": 29.5, "smoking": "never",
+    "n_failed_antidepressants": 2.0, "episode_duration_months": 18.0,
+    "autoimmune_disease": False, "family_history_autoimmune": False,
+    "mood_worse_with_illness": True,
+    "crp_mg_l": 4.2, "crp_mg_l_below_lod": False, "il6_pg_ml": 2.1, "il6_pg_ml_below_lod": False,
+    "tnf_alpha_pg_ml": 1.4, "tnf_alpha_pg_ml_below_lod": False, "il1b_pg_ml": 0.6,
+    "il1b_pg_ml_below_lod": False, "wbc_10e9_l": 7.1, "neutrophils_10e9_l": 4.3,
+    "lymphocytes_10e9_l": 2.0, "madrs_total": 31.0, "hamd17_total": 23.0, "phq9_total": 18.0,
+    "gad7_total": 12.0, "bdi2_total": 30.0, "shaps_total": 6.0, "facit_fatigue": 22.0,
+    "eq5d_vas": 45.0,
+}  # fmt: skip
+PACKAGES = ("scikit-learn", "xgboost-cpu", "pandas", "numpy", "scipy", "skops", "mlflow", "shap", "pandera", "pydantic", "pyyaml", "pyarrow")  # fmt: skip
 
 MAX_ROWS = 10_000  # records per request: larger batches belong to `inflamrx predict`
 MAX_TEXT = 200  # characters in one text cell: no canonical value comes near it
 MAX_TOP_FACTORS = 20  # the bound of serving.top_factors in the config
-SETTINGS_FILE = "serving.json"
 MODEL_CODE = "inflamrx_model.py"
 # The file logged as the model's code: MLflow runs it to get the model, instead of unpickling.
 _MODEL_CODE_TEXT = (
@@ -92,61 +101,6 @@ _TYPES: dict[Kind, DataType | AnyType] = {
     Kind.CATEGORY: DataType.string,
     Kind.STRING: DataType.string,
 }
-
-
-class UntrustedArtifactError(InputError):
-    """A saved artifact holds types outside the trusted list: loading it could run code."""
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    """What the served model needs besides the fitted steps (stored as ``serving.json``)."""
-
-    threshold: float  # serving.threshold at training time
-    top_factors: int  # default number of SHAP reasons per patient
-    input_columns: list[str]  # the columns the pipeline was fitted on
-    model_kind: str  # "xgboost" or "logistic": which artifact holds the model step
-
-
-# --- artifacts: fitted steps without pickle ---------------------------------------------------
-
-
-def save_artifacts(pipeline: Pipeline, settings: ServingSettings, folder: Path) -> dict[str, str]:
-    """Write the fitted steps and settings into ``folder``; return MLflow's artifacts mapping."""
-    folder.mkdir(parents=True, exist_ok=True)
-    features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
-    paths = {"features": folder / "features.skops", "settings": folder / SETTINGS_FILE}
-    dump_trusted(features, paths["features"])  # refuses to write what could not be loaded back
-    if isinstance(model, XGBClassifier):
-        paths["booster"] = folder / "booster.ubj"
-        model.save_model(paths["booster"])  # XGBoost's own format, sklearn attributes included
-    else:
-        paths["estimator"] = folder / "estimator.skops"
-        dump_trusted(model, paths["estimator"])
-    paths["settings"].write_text(json.dumps(dataclasses.asdict(settings), indent=2))
-    return {name: str(path) for name, path in paths.items()}
-
-
-def load_trusted(path: str | Path) -> Any:
-    """Load a skops file only when every type in it passes ``registry.allowed_types``."""
-    untrusted = skops.io.get_untrusted_types(file=path)
-    try:
-        trusted = allowed_types(untrusted, Path(path).name)
-    except UntrustedTypesError as err:
-        raise UntrustedArtifactError(str(err)) from None
-    return skops.io.load(path, trusted=trusted)
-
-
-def load_artifacts(artifacts: Mapping[str, str]) -> tuple[Pipeline, ServingSettings]:
-    """The fitted pipeline and settings from the files ``save_artifacts`` wrote."""
-    settings = ServingSettings(**json.loads(Path(artifacts["settings"]).read_text()))
-    features = load_trusted(artifacts["features"])
-    if "booster" in artifacts:
-        model: Any = XGBClassifier()
-        model.load_model(artifacts["booster"])
-    else:
-        model = load_trusted(artifacts["estimator"])
-    return Pipeline([("features", features), ("model", model)]), settings
 
 
 # --- the pyfunc -------------------------------------------------------------------------------
@@ -224,11 +178,11 @@ def row_warnings(accepted: pd.DataFrame) -> list[list[str]]:
 class ResponseModel(PythonModel):
     """Raw clinical records in; probability, decision, top SHAP reasons and warnings out."""
 
-    pipeline: Pipeline
+    model: FittedModel
     settings: ServingSettings
 
     def load_context(self, context: PythonModelContext) -> None:
-        self.pipeline, self.settings = load_artifacts(context.artifacts)
+        self.model, self.settings = load_artifacts(context.artifacts)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep
         # it out of the cyclic garbage collector, whose full passes over it cost more than
         # the scoring itself once a batch builds 100,000 rows of factors (measured 20x).
@@ -268,17 +222,21 @@ class ResponseModel(PythonModel):
         if validated.problems:
             raise _bad_request(_contract_message(validated.problems, len(frame), ids_sent))
         accepted = validated.accepted
-        x = accepted.reindex(columns=self.settings.input_columns)  # optional columns may be absent
-        # The feature step runs once for both the probability and its explanation
-        # (Pipeline.predict_proba is exactly this: model.predict_proba(features.transform(x))).
-        matrix = np.asarray(self.pipeline.named_steps["features"].transform(x), dtype=float)
-        proba = self.pipeline.named_steps["model"].predict_proba(matrix)[:, 1]
+        x, _absent = self.model.inputs(accepted)  # optional columns may be absent
+        # The feature step runs once for both the probability and its explanation.
+        matrix = self.model.transform(x)
+        proba = self.model.predict(x, matrix)[PROBABILITY].to_numpy()
         factors: list[list[dict[str, object]]] = [[] for _ in range(len(accepted))]
         if top:
-            factors = patient_factors(contributions(self.pipeline, x, matrix), x, top)
+            factors = patient_factors(contributions(self.model, x, matrix), x, top)
         return decide(proba, self.settings.threshold).assign(
             top_factors=factors, warnings=row_warnings(accepted)
         )
+
+
+def decide(proba: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The reported probability (6 decimals) and the decision at the model's threshold."""
+    return pd.DataFrame({PROBABILITY: np.round(proba, 6), "predicted_response": proba >= threshold})
 
 
 # --- signature and example --------------------------------------------------------------------
@@ -325,26 +283,28 @@ def signature(top_factors: int) -> ModelSignature:
 
 
 def input_example() -> pd.DataFrame:
-    """One invented patient (registry.ILLUSTRATIVE_PATIENT), never a real patient's row."""
+    """One invented patient (ILLUSTRATIVE_PATIENT), never a real patient's row."""
     row = {"patient_id": "ILLUSTRATIVE-1"} | {
         k: v for k, v in ILLUSTRATIVE_PATIENT.items() if k in COLUMNS
     }
     return pd.DataFrame([row])
 
 
+def pip_requirements() -> list[str]:
+    # Explicit pins: inferring requirements costs seconds per model and can miss some.
+    return [f"{name}=={version(name)}" for name in PACKAGES]
+
+
 def log_model(
-    pipeline: Pipeline,
+    model: FittedModel,
     settings: ServingSettings,
     metadata: dict[str, Any],
-    pip_requirements: list[str],
     registered_model_name: str | None,
 ) -> mlflow.models.model.ModelInfo:
-    """Log ``pipeline`` as the ``model`` pyfunc of the active run (and register it)."""
-    import inflamrx
-
+    """Log ``model`` as the ``model`` pyfunc of the active run (and register it)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        artifacts = save_artifacts(pipeline, settings, folder / "artifacts")
+        artifacts = save_artifacts(model, settings, folder / MODEL_ARTIFACT)
         code = folder / MODEL_CODE
         code.write_text(_MODEL_CODE_TEXT)
         return mlflow.pyfunc.log_model(
@@ -352,85 +312,10 @@ def log_model(
             python_model=str(code),
             artifacts=artifacts,
             # The package travels with the model, so a served copy imports this very code.
-            code_paths=[str(Path(inflamrx.__file__).parent)],
+            code_paths=[str(PACKAGE_FOLDER)],
             signature=signature(settings.top_factors),
             input_example=input_example(),
-            pip_requirements=pip_requirements,
+            pip_requirements=pip_requirements(),
             metadata=metadata,
             registered_model_name=registered_model_name,
         )
-
-
-# --- export, serve, promote -------------------------------------------------------------------
-
-
-def _use_tracking() -> str:
-    from inflamrx.tracking.store import tracking_uri
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
-
-
-def export(model_uri: str, out: Path) -> Path:
-    """Copy the model behind ``model_uri`` into ``out``: a self-contained MLflow model
-    directory (MLmodel, artifacts, code, requirements) that ``mlflow models serve`` serves."""
-    if out.exists() and any(out.iterdir()):
-        raise InputError(f"{out} already exists and is not empty; choose a new folder")
-    _use_tracking()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        except Exception as err:  # an unknown URI, a missing run or version
-            raise InputError(f"cannot export the model {model_uri!r}: {err}") from None
-        if not (local / "MLmodel").is_file():
-            raise InputError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        shutil.copytree(local, out)
-    return out
-
-
-def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow models serve`` command line and environment for ``model_uri``.
-
-    MLflow execs ``uvicorn`` from PATH, so this interpreter's bin directory goes first; the
-    tracking URI is passed so that models:/ and runs:/ URIs resolve in the child."""
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["MLFLOW_TRACKING_URI"] = _use_tracking()
-    try:  # a clear message here rather than a traceback from the server process
-        mlflow.models.get_model_info(model_uri)
-    except Exception as err:
-        raise InputError(f"cannot serve the model {model_uri!r}: {err}") from None
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP busy-waiting
-    command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-        "--env-manager", "local", "-h", host, "-p", str(port),
-    ]  # fmt: skip
-    return command, env
-
-
-def promote(run_id: str, alias: str, name: str | None = None) -> tuple[str, str]:
-    """Point ``alias`` at the model version registered from ``run_id``; return (name, version)."""
-    client = mlflow.MlflowClient(_use_tracking())
-    query = f"run_id = '{run_id}'"
-    try:
-        found = client.search_model_versions(query)
-    except Exception as err:
-        raise InputError(f"cannot search the model registry: {err}") from None
-    versions = [v for v in found if name is None or v.name == name]
-    if not versions:
-        named = f" under {name!r}" if name else ""
-        raise InputError(
-            f"no model version registered{named} comes from run {run_id}; train with "
-            "registry.enabled: true, or check the run id"
-        )
-    if len({v.name for v in versions}) > 1:
-        names = sorted({v.name for v in versions})
-        raise InputError(f"run {run_id} registered several models {names}; choose one with --name")
-    latest = max(versions, key=lambda v: int(v.version))
-    client.set_registered_model_alias(latest.name, alias, latest.version)
-    return latest.name, str(latest.version)

@@ -74,3 +74,10 @@ def tracked_run(experiment_id: str, run_name: str) -> Iterator[mlflow.ActiveRun]
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             mlflow.end_run(status="FAILED")
             raise
+
+
+def log_files(run_id: str, files: list[Path], artifact_path: str) -> None:
+    """Log each file under ``artifact_path`` of the run."""
+    client = mlflow.MlflowClient()
+    for file in files:
+        client.log_artifact(run_id, str(file), artifact_path)

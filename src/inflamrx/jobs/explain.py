@@ -1,0 +1,113 @@
+"""The explain job: load a logged model, validate new rows exactly as ``predict`` does, explain
+them with SHAP and write the researcher's report (logged to the model's run when it has one)."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from inflamrx.config import DataConfig, ReportConfig
+from inflamrx.data.validate import ValidationResult, validate_cohort
+from inflamrx.errors import InputError
+from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE, log_report
+from inflamrx.modeling.explanations import Explanation, explain_rows
+from inflamrx.reporting.html import (
+    EVALUATION_IMAGES,
+    NO_VALIDATION,
+    ModelValidation,
+    ReportContext,
+    ReportFiles,
+    write_report,
+)
+from inflamrx.serving.batch import load_model
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    explanation: Explanation  # every accepted row
+    patients: list[str]  # the ids asked for with --patient (empty: none asked)
+    validation: ValidationResult
+    metadata: dict[str, object]
+    run_id: str | None  # the model's training run, when the URI resolves to one
+    synthetic: bool  # the model was trained on, or the data are, synthetic
+
+
+def explain(
+    model_uri: str, data: DataConfig, patients: Sequence[str] = (), seed: int = 0
+) -> ExplainResult:
+    """Load the model, validate ``data`` exactly as ``predict`` does and explain the accepted
+    rows. Unknown ``patients`` ids are an InputError (the CLI exits 2)."""
+    loaded = load_model(model_uri)
+    validated = validate_cohort(data)
+    accepted = validated.accepted
+    if accepted.empty:
+        raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
+    ids = accepted["patient_id"].astype(str)
+    _check_patients(list(patients), set(ids), validated)
+    x, _absent = loaded.model.inputs(accepted)  # as batch scoring: absent columns missing
+    explanation = explain_rows(loaded.model, x, ids, seed=seed)
+    synthetic = bool(loaded.metadata.get("synthetic_training_data", False)) or validated.synthetic
+    return ExplainResult(
+        explanation, list(patients), validated, loaded.metadata, loaded.run_id, synthetic
+    )
+
+
+def _check_patients(asked: list[str], known: set[str], validated: ValidationResult) -> None:
+    unknown = [p for p in asked if p not in known]
+    if not unknown:
+        return
+    rejected = validated.rejected
+    was_rejected = set(rejected["patient_id"].astype(str)) if "patient_id" in rejected else set()
+    why = [f"{p} (its row was rejected by validation)" if p in was_rejected else p for p in unknown]
+    raise InputError(
+        f"--patient: {len(unknown)} id(s) not among the accepted rows of the data: "
+        f"{', '.join(why[:10])}"
+    )
+
+
+def training_validation(run_id: str | None) -> ModelValidation:
+    """The metrics table and curves the training run logged under ``evaluation/``. Files are
+    fetched one by one: only what the report shows, and no folder-download progress bar."""
+    if run_id is None:
+        return NO_VALIDATION
+    found: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (METRICS_TABLE_FILE, *EVALUATION_IMAGES):
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"{EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
+                )
+            except Exception:  # not logged (e.g. a model logged by hand): the report says so
+                continue
+            found[name] = Path(path).read_bytes()
+    csv = found.pop(METRICS_TABLE_FILE, None)
+    table = None if csv is None else pd.read_csv(io.BytesIO(csv), keep_default_na=False)
+    return ModelValidation(table, found)
+
+
+def explain_report(
+    result: ExplainResult, model_uri: str, config: ReportConfig, out: Path
+) -> tuple[ReportFiles, bool]:
+    """Write the report of an ``inflamrx explain`` job under ``out`` and, when the model URI
+    resolves to a run, log it there too. Returns the files and whether they were logged."""
+    outcome = result.metadata.get("outcome")
+    context = ReportContext(
+        model_uri=model_uri,
+        outcome=str(outcome) if outcome else "not recorded with the model",
+        synthetic=result.synthetic,
+        validation=training_validation(result.run_id),
+        cohort=result.validation.accepted,
+        n_rejected=len(result.validation.rejected),
+        population="accepted rows of the data given to `inflamrx explain`",
+    )
+    files = write_report(result.explanation, context, config, out, result.patients)
+    if result.run_id is None:
+        return files, False
+    log_report(files, result.run_id)
+    return files, True

@@ -1,0 +1,247 @@
+"""Tune hyperparameters with Optuna without fooling anyone about how good the model is.
+
+The stage, in order: **search** the training part (``search``), in this process or in worker
+processes (``workers``), over a study stored in SQLite or PostgreSQL (``storage``); the
+**honest estimate** of the whole procedure by nested cross-validation (``nested``); then
+**refit** the best configuration on all training data, and ``train.evaluate_and_log``
+evaluates it once on the held-out test set and logs and registers it, as ``train`` does.
+
+Tracking. One parent MLflow run per tune job. After the search the parent logs one child run
+per finished trial of the study (params, fold scores, state, duration, error), so trials from
+other machines and from earlier, killed jobs appear too, and workers never write to MLflow
+concurrently. Optuna's deprecated ``MLflowCallback`` is not used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from inflamrx.config import Config
+from inflamrx.data.validate import validate_cohort
+from inflamrx.errors import InputError
+from inflamrx.jobs.train import Progress, TrainResult, evaluate_and_log, log_job_inputs
+from inflamrx.jobs.tune.nested import NestedEstimate
+from inflamrx.jobs.tune.search import (
+    FINISHED,
+    ROUNDS_ATTR,
+    TrialCounts,
+    count_trials,
+    final_config,
+    settle,
+    task_splits,
+)
+from inflamrx.jobs.tune.storage import (
+    TuneOptions,
+    check_options,
+    create_study,
+    default_storage,
+    default_study_name,
+    fingerprint,
+    open_storage,
+    redact,
+)
+from inflamrx.jobs.tune.workers import _nested, _search
+from inflamrx.modeling.features import check_feature_request
+from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.modeling.splits import PreparedCohort, prepare
+from inflamrx.reporting.figures import save_tuning_plots
+from inflamrx.tracking.store import tracked_run, use_experiment
+from inflamrx.tracking.studies import log_trial_runs, trial_table
+
+
+@dataclass
+class TuneResult:
+    study: str
+    storage: str  # password redacted
+    counts: TrialCounts
+    best_trial: int
+    best_params: dict[str, Any]
+    best_cv_auroc: float
+    n_estimators_refit: int | None  # rounds the refit keeps (kinds that stop early)
+    nested: NestedEstimate | None  # None with search_only
+    fold_fits: int  # cross-validation fits the study's finished trials ran
+    fold_fits_possible: int  # ... and would have run without pruning
+    train: TrainResult | None  # the refitted, evaluated, registered model; None with search_only
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fold_fits_saved(self) -> float:
+        return 1 - self.fold_fits / self.fold_fits_possible if self.fold_fits_possible else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON the CLI prints with --json."""
+        trained = self.train.summary() if self.train is not None else {}
+        return (
+            trained
+            | {
+                "study": self.study,
+                "storage": self.storage,
+                "n_trials": self.counts.done,
+                "n_complete": self.counts.complete,
+                "n_pruned": self.counts.pruned,
+                "n_failed": self.counts.failed,
+                "best_trial": self.best_trial,
+                "best_params": self.best_params,
+                "best_cv_auroc": self.best_cv_auroc,
+                "n_estimators_refit": self.n_estimators_refit,
+                "fold_fits_saved_by_pruning": self.fold_fits_saved,
+                "seconds": self.seconds,
+            }
+            | (self.nested.summary() if self.nested is not None else {})
+            | {"warnings": trained.get("warnings", []) + self.warnings}
+        )
+
+
+def tune(
+    config: Config,
+    options: TuneOptions | None = None,
+    progress: Progress | None = None,
+    on_trials: Callable[[TrialCounts], None] | None = None,
+) -> TuneResult:
+    """Search, estimate honestly with nested CV, refit the best, evaluate once, log, register."""
+    options = options or TuneOptions()
+    check_options(options)
+    say = progress or (lambda _msg: None)
+    seen = on_trials or (lambda _counts: None)
+    n_trials = options.trials or config.tuning.n_trials
+    timeout = options.timeout_s or config.tuning.timeout_s
+    started, clock = datetime.now(), time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    check_feature_request(config.features.include, config.outcome)
+    say("validating the cohort")
+    validated = validate_cohort(config.data)
+    data = prepare(validated, config)
+    splits = task_splits(data, config)
+    fp = fingerprint(config, data.digest)
+    url = options.storage or default_storage()
+    name = options.study or default_study_name(config, data.digest)
+    say(f"study {name!r} in {redact(url)}")
+    storage = open_storage(url, config.tuning.heartbeat_s)
+    # Created here, once, before any worker starts.
+    study = create_study(storage, name, fp, config)
+    seconds["prepare"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    deadline = time.time() + timeout if timeout else None
+    say(f"searching: {n_trials} trials, {options.workers} worker(s), {len(splits)} folds each")
+    _search(study, url, data, config, n_trials, deadline, options.workers, seen)
+    settle(study, started, config.tuning.heartbeat_s)
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials, n_trials)
+    seen(counts)
+    if counts.complete == 0:
+        errors = {t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL}
+        raise InputError(
+            f"no trial of study {name!r} completed ({counts.failed} failed, {counts.pruned} "
+            f"pruned); errors: {sorted(e for e in errors if e)[:3]}"
+        )
+    best = study.best_trial
+    seconds["search"] = time.perf_counter() - clock
+    fits = sum(int(t.user_attrs.get("folds_fitted", 0)) for t in trials if t.state in FINISHED)
+    possible = len(splits) * sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials
+    )
+    searched = TuneResult(
+        study=name,
+        storage=redact(url),
+        counts=counts,
+        best_trial=best.number,
+        best_params=dict(best.params),
+        best_cv_auroc=float(best.value or float("nan")),
+        n_estimators_refit=None,
+        nested=None,
+        fold_fits=fits,
+        fold_fits_possible=possible,
+        train=None,
+        seconds=seconds,
+        warnings=[f"{counts.failed} trials failed; see the FAILED trials"] if counts.failed else [],
+    )
+    if options.search_only:
+        return searched
+
+    clock = time.perf_counter()
+    nested_trials = config.tuning.nested_trials or n_trials
+    say(f"nested estimate: {config.tuning.nested_folds} outer folds x {nested_trials} trials")
+    nested = _nested(data, config, nested_trials, options.workers)
+    seconds["nested"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    best_config = final_config(config, best)
+    result = _log_job(study, url, best, best_config, nested, validated, data, say)
+    seconds["refit_evaluate_log"] = time.perf_counter() - clock
+
+    rounds = best.user_attrs.get(ROUNDS_ATTR)
+    refit_rounds = int(rounds) if rounds else None
+    return dataclasses.replace(
+        searched, n_estimators_refit=refit_rounds, nested=nested, train=result
+    )
+
+
+def _log_job(
+    study: Study,
+    url: str,
+    best: FrozenTrial,
+    best_config: Config,
+    nested: NestedEstimate,
+    validated: Any,
+    data: PreparedCohort,
+    say: Progress,
+) -> TrainResult:
+    """The parent run: inputs, child runs per trial, tuning figures and the honest estimate,
+    then the refit evaluated once and registered through ``evaluate_and_log``."""
+    experiment_id = use_experiment(best_config.tracking.experiment)
+    with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}") as run:
+        run_id = run.info.run_id
+        log_job_inputs(data, best_config, job="tune")
+        mlflow.set_tags(
+            {"optuna_study": study.study_name, "optuna_storage": redact(url),
+             "best_trial": str(best.number)}
+        )  # fmt: skip
+        say("logging one child run per trial")
+        trials = study.get_trials(deepcopy=False)
+        log_trial_runs(mlflow.MlflowClient(), experiment_id, run_id, study.study_name, trials)
+        counts = count_trials(trials, len(trials))
+        metrics = {
+            "best_cv_auroc": float(best.value or float("nan")),
+            "nested_auroc": nested.pooled.estimate,
+            "nested_auroc_ci_low": nested.pooled.ci_low,
+            "nested_auroc_ci_high": nested.pooled.ci_high,
+            "nested_auroc_fold_mean": float(np.mean(nested.fold_auroc)),
+            "nested_auroc_fold_sd": float(np.std(nested.fold_auroc)),
+            "trials_complete": float(counts.complete),
+            "trials_pruned": float(counts.pruned),
+            "trials_failed": float(counts.failed),
+        }
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        for f in nested.folds:
+            mlflow.log_metric("nested_fold_auroc", f.auroc, step=f.fold)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            label = "SYNTHETIC cohort" if data.synthetic else None
+            save_tuning_plots(study, trials, folder, label)
+            (folder / "best_params.json").write_text(json.dumps(best.params, indent=2))
+            folds = [
+                {"fold": f.fold, "auroc": f.auroc, "best_params": f.params} for f in nested.folds
+            ]
+            (folder / "nested.json").write_text(json.dumps(folds, indent=2))
+            trial_table(trials).to_csv(folder / "trials.csv", index=False)
+            mlflow.log_artifacts(str(folder), artifact_path="tuning")
+        say("refitting the best configuration on all training data")
+        fitted = fit_model(best_config, data.x_train, data.y_train)
+        cv_scores = [float(s) for s in best.user_attrs.get("fold_auroc", [])]
+        return evaluate_and_log(run_id, fitted, data, validated, best_config, cv_scores, say)

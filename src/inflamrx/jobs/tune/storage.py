@@ -1,0 +1,196 @@
+"""Where a study lives and what it is for: the tune job's options, the Optuna storage (SQLite
+beside the MLflow store, or PostgreSQL shared by many machines), and the study's fingerprint
+and default name.
+
+The study is created here, once, before any worker starts: two processes creating one SQLite
+study at the same moment fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.study import Study
+
+from inflamrx.config import Config, ParamRange
+from inflamrx.errors import InputError
+from inflamrx.modeling.kinds.base import kind_of
+from inflamrx.tracking.store import DEFAULT_STORE, store_folder
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
+# Fingerprint-neutral tuning keys: they change how long or how honestly we search, not what
+# one trial computes, so a study may be resumed with other values.
+_NEUTRAL_TUNING_KEYS = ("n_trials", "timeout_s", "nested_folds", "nested_trials", "heartbeat_s")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What the command line adds to the config: budget, where the study lives, how many
+    local worker processes. ``None`` means the config's value or the default."""
+
+    trials: int | None = None
+    timeout_s: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    workers: int = 1
+    # Add this machine's trials to a shared study and stop: the nested estimate, refit and
+    # registration are left to the job that started the study, so they run once.
+    search_only: bool = False
+
+
+def _check_positive(value: float | None, name: str) -> None:
+    if value is not None and not value >= 1:
+        raise InputError(f"{name} must be at least 1; got {value!r}")
+
+
+def _check_timeout(value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise InputError(f"--timeout must be a positive number of seconds; got {value!r}")
+
+
+def _check_study_name(name: str | None) -> None:
+    if name is not None and not (0 < len(name.strip()) <= 512):
+        raise InputError(f"--study must be a name of 1 to 512 characters; got {name!r}")
+
+
+def redact(url: str) -> str:
+    """The storage URL without its password, safe to print and to log."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1]
+
+
+def _check_storage(url: str | None) -> None:
+    if url is None:
+        return
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in STORAGE_SCHEMES:
+        raise InputError(
+            "--storage must be a sqlite:///path/to/optuna.db or postgresql://user@host/db URL; "
+            f"got {redact(url)!r} (scheme {scheme or 'missing'!r} is not supported)"
+        )
+
+
+def check_options(options: TuneOptions) -> None:
+    """Refuse unusable options with a message that names the option (exit 2 in the CLI)."""
+    _check_positive(options.trials, "--trials")
+    _check_positive(options.workers, "--workers")
+    _check_timeout(options.timeout_s)
+    _check_study_name(options.study)
+    _check_storage(options.storage)
+
+
+def default_storage() -> str:
+    """SQLite beside the MLflow store: in the folder of ``MLFLOW_TRACKING_URI`` when that is a
+    SQLite URI (tests keep everything in their tmp dir), else ``mlruns/optuna.db``."""
+    folder = store_folder() or DEFAULT_STORE
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
+    """The RDB storage with a heartbeat: a trial whose process stops beating for three
+    intervals (SIGKILL, power loss) is marked FAIL before the next trial starts."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the pinned driver is psycopg2.
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    engine: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}}  # several writers: wait for SQLite's lock, not fail
+        if url.startswith("sqlite")
+        else {"pool_pre_ping": True}
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat_s,
+                grace_period=3 * heartbeat_s,
+            )
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise InputError(f"cannot open the study storage {redact(url)}: {exc}") from None
+    if url.startswith("sqlite"):
+        _write_ahead_log(storage.engine)
+    return storage
+
+
+def _write_ahead_log(engine: Any) -> None:
+    """SQLite in WAL mode with normal sync: readers (progress, other workers) do not block the
+    writer, and a commit does not wait for fsync; a crash can lose the last commits but never
+    corrupts the file. Cuts the per-trial storage cost by about a third."""
+    from sqlalchemy import event
+
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened while creating the tables get the pragmas too
+
+
+# Release 0.1.0 had one model section holding every kind's parameters; its studies were
+# fingerprinted with all of them, so the two kinds it had are fingerprinted in that shape.
+_RELEASE_0_1_MODEL = {
+    "n_estimators": 300, "max_depth": 3, "learning_rate": 0.03, "subsample": 0.8,
+    "colsample_bytree": 0.8, "min_child_weight": 5.0, "reg_lambda": 1.0, "reg_alpha": 0.0,
+    "C": 1.0, "penalty": "l2", "l1_ratio": 0.5, "seed": 0,
+}  # fmt: skip
+_RELEASE_0_1_KINDS = ("xgboost", "logistic")
+
+
+def _space_dump(space: dict[str, ParamRange]) -> dict[str, Any]:
+    return {name: r.model_dump(mode="json") for name, r in space.items()}
+
+
+def fingerprint(config: Config, digest: str) -> str:
+    """What one trial computes: data, outcome, features, fixed model parameters, folds, space.
+    A study made for another fingerprint is refused rather than silently mixed."""
+    tree = config.model_dump(mode="json")
+    tuning = {k: v for k, v in tree["tuning"].items() if k not in _NEUTRAL_TUNING_KEYS}
+    kind = config.model.kind
+    spaces = {k: config.tuning.space_for(k) or kind_of(k).search_space for k in _RELEASE_0_1_KINDS}
+    if kind in _RELEASE_0_1_KINDS:  # the default study name must not change with the shape
+        tree["model"] = _RELEASE_0_1_MODEL | tree["model"]
+        del tuning["space"]
+        tuning |= {f"{k}_space": _space_dump(s) for k, s in spaces.items()}
+    else:
+        tuning = {k: v for k, v in tuning.items() if not k.endswith("_space")}
+        tuning["space"] = _space_dump(config.tuning.space or kind_of(kind).search_space)
+    keep = {k: tree[k] for k in ("outcome", "features", "model", "split")} | {"tuning": tuning}
+    text = json.dumps(keep | {"data": digest}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_study_name(config: Config, digest: str) -> str:
+    return f"{config.tracking.experiment}-{config.model.kind}-{fingerprint(config, digest)[:8]}"
+
+
+def create_study(storage: optuna.storages.BaseStorage, name: str, fp: str, config: Config) -> Study:
+    """Create the study once (or load it); refuse one made for another configuration."""
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True
+    )
+    found = study.user_attrs.get("fingerprint")
+    if found is None:
+        study.set_user_attr("fingerprint", fp)
+        study.set_user_attr("model_kind", config.model.kind)
+    elif found != fp:
+        raise InputError(
+            f"study {name!r} was made for another configuration or cohort (fingerprint {found}, "
+            f"this job {fp}); give another --study, or the config and data it was made with"
+        )
+    return study
