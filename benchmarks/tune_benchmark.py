@@ -48,8 +48,8 @@ from inflamrx.jobs.tune import (
     outer_splits,
     task_splits,
 )
-from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.features import build_feature_transformer
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 
 
 def ci(e: Estimate) -> str:

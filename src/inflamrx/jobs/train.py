@@ -28,13 +28,8 @@ from inflamrx.config import Config, SplitConfig, flatten
 from inflamrx.data.outcomes import derive_outcome, describe, never_features
 from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.modeling.evaluate import (
-    Estimate,
-    Evaluation,
-    bootstrap_metric_ci,
-    evaluate_predictions,
-    events_per_variable,
-)
+from inflamrx.modeling.evaluate import Evaluation, evaluate_predictions, events_per_variable
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.model import build_pipeline, model_input_columns
 
 # MLflow, matplotlib and skops are imported where runs are logged, not here: tuning workers

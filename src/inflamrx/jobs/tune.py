@@ -66,7 +66,7 @@ from sklearn.pipeline import Pipeline
 from inflamrx.config import Config, ModelConfig, ParamRange
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import PreparedCohort, TrainResult, prepare
-from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.model import build_pipeline
 
 Progress = Callable[[str], None]
