@@ -25,6 +25,7 @@ from sklearn.model_selection import (
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config, SplitConfig, flatten
+from inflamrx.data.crp import CRP_RULE, crp_rule
 from inflamrx.data.outcomes import derive_outcome, describe, never_features
 from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
@@ -297,7 +298,7 @@ def evaluate_and_log(
     evaluation = evaluate_predictions(
         y_test.to_numpy(),
         p_test,
-        baseline_rule=crp > 3,
+        baseline_rule=crp_rule(crp),
         baseline_rule_name=CRP_RULE,
         subgroups={
             k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
@@ -375,14 +376,11 @@ def evaluate_and_log(
     )
 
 
-CRP_RULE = "CRP > 3 mg/L"
-
-
 def crp_baselines(y: np.ndarray, crp: np.ndarray, config: Config) -> dict[str, Estimate]:
     """AUROC/AUPRC of CRP alone as a score (rank-based), and AUROC of the CRP > 3 rule."""
     boot = {"n_boot": config.evaluation.n_bootstrap, "seed": config.evaluation.seed}
     alone = bootstrap_metric_ci(y, crp / (1.0 + crp), **boot)  # monotone map: same ranks as CRP
-    rule = bootstrap_metric_ci(y, (crp > 3).astype(float), **boot)
+    rule = bootstrap_metric_ci(y, crp_rule(crp).astype(float), **boot)
     return {
         "crp_alone_auroc": alone.auroc,
         "crp_alone_auprc": alone.auprc,
