@@ -4,12 +4,14 @@ calibration, bootstrap, validation."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.validation import _validate_metric
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +22,7 @@ from inflamrx.modeling.evaluate import (
     evaluate_predictions,
     events_per_variable,
     subgroup_auroc,
+    subgroup_keys,
 )
 from inflamrx.modeling.metrics import (
     bootstrap_metric_ci,
@@ -323,10 +326,70 @@ def test_evaluate_predictions_notes_warn_about_leakage_and_few_events() -> None:
 def test_duplicate_metric_keys_are_refused() -> None:
     rng = np.random.default_rng(7)
     y, p = rng.binomial(1, 0.5, size=60), rng.uniform(size=60)
-    levels = np.array(["A+", "A-"] * 30)
-    evaluation = evaluate_predictions(y, p, subgroups={"g": levels}, n_boot=20)
+    # Subgroup keys are made unique (below); thresholds are keyed by 6 significant digits.
+    evaluation = evaluate_predictions(y, p, thresholds=(0.1234561, 0.1234562), n_boot=20)
     with pytest.raises(ValueError, match="occurs twice"):
         evaluation.to_mlflow_metrics()
+
+
+def _subgroup_sizes(levels: list[str], variable: str = "site") -> dict[str, float]:
+    """The ``_n`` metric of each subgroup level, by key."""
+    rng = np.random.default_rng(7)
+    y, p = rng.binomial(1, 0.5, size=len(levels)), rng.uniform(size=len(levels))
+    evaluation = evaluate_predictions(y, p, subgroups={variable: levels}, n_boot=20)
+    metrics = evaluation.to_mlflow_metrics()
+    for key, value in metrics.items():
+        _validate_metric(key, value, 0, 0)  # what mlflow.log_metrics checks: name and length
+    return {k: v for k, v in metrics.items() if k.startswith("test_subgroup_") and k.endswith("_n")}
+
+
+@pytest.mark.parametrize(
+    ("variable", "levels", "hashed"),
+    [
+        ("site", ["site-A", "Site A"], r"test_subgroup_site_site_a_[0-9a-f]{8}_n"),
+        ("g", ["A+", "A-"], r"test_subgroup_g_a_[0-9a-f]{8}_n"),
+    ],
+)
+def test_levels_that_slug_alike_get_distinct_keys(
+    variable: str, levels: list[str], hashed: str
+) -> None:
+    sizes = _subgroup_sizes([*levels, "B"] * 20, variable)
+    assert len(sizes) == 3 and sum(sizes.values()) == 60  # no level merged or lost
+    assert sizes.pop(f"test_subgroup_{variable}_b_n") == 20  # a clean level keeps its plain key
+    assert all(re.fullmatch(hashed, key) for key in sizes)
+
+
+def test_subgroup_keys_are_stable() -> None:
+    pairs = [("site", "site-A"), ("site", "Site A"), ("sex", "F")]
+    assert subgroup_keys(pairs) == [
+        "subgroup_site_site_a_d46abf0c",
+        "subgroup_site_site_a_27c34b71",
+        "subgroup_sex_f",
+    ]
+
+
+def test_a_240_character_site_gives_a_short_hashed_key() -> None:
+    site = ("Outpatient clinic of the university hospital, " * 6)[:240]
+    sizes = _subgroup_sizes([site] * 30 + ["B"] * 30)
+    (key,) = (k for k in sizes if k != "test_subgroup_site_b_n")
+    assert re.fullmatch(
+        r"test_subgroup_site_outpatient_clinic_of_the_university_hosp_[0-9a-f]{8}_n", key
+    )
+
+
+def test_subgroup_keys_are_unique_sanitised_and_bounded() -> None:
+    levels = ["", " ", "+++", "日本", "A", "a", "A ", "a-1", "A_1", "x" * 300, "x" * 300 + "y"]
+    levels += ["missing", "Site #3 (Dr. Müller's ward)", "subgroup_site_a", "9" * 40]
+    pairs = [("site", level) for level in levels] + [("site a", "b"), ("site", "a b")]
+    keys = subgroup_keys(pairs)
+    assert len(set(keys)) == len(pairs)
+    assert all(re.fullmatch(r"subgroup(_[a-z0-9]+)+", key) and len(key) <= 99 for key in keys)
+    # A level spelling another key's hash cannot take that key.
+    taken = subgroup_keys([("site", "+++")])[0]
+    pairs = [("site", "+++"), ("site", taken.removeprefix("subgroup_site_"))]
+    assert len(set(subgroup_keys(pairs))) == 2
+    sizes = _subgroup_sizes([level for level in levels for _ in range(4)])
+    assert len(sizes) == len(levels)
 
 
 # --------------------------------------------------------------------------- validation

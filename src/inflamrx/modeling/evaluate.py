@@ -10,8 +10,10 @@ results complete it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,10 @@ from inflamrx.modeling.metrics import (
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
 MIN_SUBGROUP_SIZE = 10
+# Subgroup keys: two slugs of at most SLUG_MAX characters and an optional hash, 99 characters
+# at most, so with a suffix ("_auroc_ci_high") and a prefix they stay within MLflow's 250.
+SLUG_MAX = 40
+HASH_LENGTH = 8
 # Above this on real clinical data leakage is likelier than discovery (see ENGINEERING.md).
 SUSPICIOUS_AUROC = 0.85
 # Validation studies need about 100 events for usable precision (Collins et al., 2016).
@@ -98,7 +104,10 @@ class Evaluation:
         def put(key: str, value: float) -> None:
             key = prefix + key
             if key in out:
-                raise ValueError(f"Metric key {key!r} occurs twice; rename a subgroup level.")
+                raise ValueError(
+                    f"Metric key {key!r} occurs twice; thresholds must differ in their first "
+                    "6 significant digits."
+                )
             if math.isfinite(value):
                 out[key] = float(value)
 
@@ -124,8 +133,9 @@ class Evaluation:
         for row in _records(self.threshold_table.query("classifier_kind == 'rule'").head(1)):
             for col in proportions:
                 put(f"rule_{col}", row[col])
-        for row in _records(self.subgroups):
-            key = f"subgroup_{_slug(str(row['variable']))}_{_slug(str(row['level']))}"
+        rows = _records(self.subgroups)
+        keys = subgroup_keys([(str(r["variable"]), str(r["level"])) for r in rows])
+        for row, key in zip(rows, keys, strict=True):
             put(f"{key}_n", row["n"])
             put(f"{key}_events", row["events"])
             put(f"{key}_auroc", row["auroc"])
@@ -186,6 +196,33 @@ def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+
+
+def subgroup_keys(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """``subgroup_<variable>_<level>`` per distinct (variable, level): unique, [a-z0-9_] only,
+    99 characters at most.
+
+    Levels are free text (a site's name) and become MLflow metric names, so each part is a slug
+    cut to ``SLUG_MAX`` characters. A key whose slug was cut or is empty, or that equals another
+    key, ends in a hash of its raw values: no silent merge, no run failing on a long name.
+    """
+    plain, hashed, use_hash = [], [], []
+    for variable, level in pairs:
+        v, lv = _slug(variable), _slug(level)
+        key = "_".join(["subgroup", *filter(None, (s[:SLUG_MAX].rstrip("_") for s in (v, lv)))])
+        digest = hashlib.sha256("\0".join([variable, level]).encode()).hexdigest()
+        plain.append(key)
+        hashed.append(f"{key}_{digest[:HASH_LENGTH]}")
+        use_hash.append(not v or not lv or len(v) > SLUG_MAX or len(lv) > SLUG_MAX)
+    while True:
+        keys = [h if u else k for k, h, u in zip(plain, hashed, use_hash, strict=True)]
+        counts = Counter(keys)
+        # A plain key that meets another key takes its hash; repeat, since that may meet a
+        # plain key in turn (a level ending in 8 hex digits). Each round hashes one more key.
+        clash = [counts[k] > 1 and not u for k, u in zip(keys, use_hash, strict=True)]
+        if not any(clash):
+            return keys
+        use_hash = [u or c for u, c in zip(use_hash, clash, strict=True)]
 
 
 # --------------------------------------------------------------------------- thresholds
