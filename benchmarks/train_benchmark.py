@@ -20,7 +20,7 @@ import pandas as pd
 from inflamrx.config import load_config
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.jobs.train import train
-from inflamrx.modeling.evaluate import bootstrap_metric_ci
+from inflamrx.modeling.metrics import bootstrap_metric_ci
 
 
 def main() -> None:

@@ -43,9 +43,9 @@ from inflamrx.jobs.tune.nested import outer_splits
 from inflamrx.jobs.tune.search import make_pruner, search_space, task_splits
 from inflamrx.jobs.tune.storage import create_study, fingerprint, open_storage
 from inflamrx.jobs.tune.workers import _search
-from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.features import build_feature_transformer
 from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.splits import PreparedCohort, prepare
 
 

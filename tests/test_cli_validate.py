@@ -70,7 +70,7 @@ def test_exit_0_when_every_row_is_accepted(tiny_csv: Path, tmp_path: Path) -> No
     assert "il6_pg_ml 33.3%" in text
     assert "Markers against reference ranges (accepted rows)" in text
     assert "crp_mg_l" in text
-    assert "CRP bands (mg/L): <= 1: 33.3%, 1-3: 33.3%, 3-10: 33.3%, > 10: 0.0%" in text
+    assert "CRP bands (mg/L): < 1: 33.3%, 1-3: 33.3%, 3-10: 33.3%, > 10: 0.0%" in text
     clean = pd.read_parquet(tmp_path / "out" / "clean.parquet")
     assert clean["patient_id"].tolist() == ["p1", "p2", "p3"]
     assert clean["crp_mg_l"].tolist() == [1.2, 4.5, 0.4]

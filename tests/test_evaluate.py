@@ -1,20 +1,43 @@
-"""Tests for inflamrx.modeling.evaluate: hand-computed net benefit, calibration, bootstrap, validation."""
+"""Tests for inflamrx.modeling.metrics and inflamrx.modeling.evaluate: hand-computed net benefit,
+calibration, bootstrap, validation."""
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.utils.validation import _validate_metric
 from scipy.optimize import brentq
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from inflamrx.modeling import evaluate as ev
+from inflamrx.modeling.evaluate import (
+    classification_at_thresholds,
+    evaluate_predictions,
+    events_per_variable,
+    subgroup_auroc,
+    subgroup_keys,
+)
+from inflamrx.modeling.metrics import (
+    bootstrap_metric_ci,
+    bootstrap_weights,
+    calibration_bins,
+    calibration_intercept_slope,
+    decision_curve,
+    lowess_calibration,
+    net_benefit,
+    weighted_auroc,
+    weighted_average_precision,
+    weighted_brier,
+    weighted_calibration,
+    wilson_interval,
+)
 
 # Ten patients, three responders. Hand arithmetic in the tests below uses these.
 Y10 = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
@@ -45,16 +68,16 @@ def test_net_benefit_matches_hand_arithmetic() -> None:
     #   pt = 0.25: 3/10 - 7/10 * 1/3 = 0.0666...;  pt = 0.60: 3/10 - 7/10 * 1.5 = -0.75
     # Rule flags rows 0, 2 (responders) and 3 (non-responder), whatever the threshold:
     #   pt = 0.25: 2/10 - 1/10 * 1/3 = 0.1666...;  pt = 0.60: 2/10 - 1/10 * 1.5 = 0.05
-    dca = ev.decision_curve(Y10, P10, rule=RULE10, thresholds=[0.25, 0.60])
+    dca = decision_curve(Y10, P10, rule=RULE10, thresholds=[0.25, 0.60])
     np.testing.assert_allclose(dca["model"], [0.1, 0.05])
     np.testing.assert_allclose(dca["treat_all"], [0.3 - 0.7 / 3, -0.75])
     np.testing.assert_allclose(dca["treat_none"], [0.0, 0.0])
     np.testing.assert_allclose(dca["rule"], [0.2 - 0.1 / 3, 0.05])
-    assert ev.net_benefit(Y10, P10 >= 0.25, 0.25) == pytest.approx(0.1)
+    assert net_benefit(Y10, P10 >= 0.25, 0.25) == pytest.approx(0.1)
 
 
 def test_threshold_table_counts_and_proportions_by_hand() -> None:
-    table = ev.classification_at_thresholds(Y10, P10, [0.25], rule=RULE10, rule_name="CRP > 3")
+    table = classification_at_thresholds(Y10, P10, [0.25], rule=RULE10, rule_name="CRP > 3")
     model = table[table["classifier"] == "model"].iloc[0]
     # TP = 2, FP = 3, FN = 1 (row 2), TN = 4.
     assert (model["tp"], model["fp"], model["fn"], model["tn"]) == (2, 3, 1, 4)
@@ -69,17 +92,17 @@ def test_threshold_table_counts_and_proportions_by_hand() -> None:
 
 
 def test_default_decision_curve_grid_is_exact() -> None:
-    grid = ev.decision_curve(Y10, P10)["threshold"].to_numpy()
+    grid = decision_curve(Y10, P10)["threshold"].to_numpy()
     assert len(grid) == 56
     assert grid[0] == 0.05 and grid[-1] == 0.60 and grid[30] == 0.35
 
 
 def test_wilson_interval_known_values() -> None:
     # 0 of 10: upper limit z^2 / (n + z^2) = 3.8415 / 13.8415 = 0.2775
-    low, high = ev.wilson_interval(0, 10)
+    low, high = wilson_interval(0, 10)
     assert float(low) == 0.0
     assert float(high) == pytest.approx(0.2775, abs=1e-4)
-    low, high = ev.wilson_interval(0, 0)
+    low, high = wilson_interval(0, 0)
     assert math.isnan(float(low)) and math.isnan(float(high))
 
 
@@ -90,7 +113,7 @@ def test_calibration_is_perfect_on_data_drawn_from_p() -> None:
     rng = np.random.default_rng(0)
     p = expit(rng.normal(-0.5, 1.5, size=50_000))
     y = rng.binomial(1, p)
-    intercept, slope = ev.calibration_intercept_slope(y, p)
+    intercept, slope = calibration_intercept_slope(y, p)
     assert intercept == pytest.approx(0.0, abs=0.05)
     assert slope == pytest.approx(1.0, abs=0.05)
 
@@ -100,7 +123,7 @@ def test_calibration_slope_half_when_predictions_twice_too_extreme() -> None:
     rng = np.random.default_rng(1)
     z = rng.normal(size=50_000)
     y = rng.binomial(1, expit(z))
-    _, slope = ev.calibration_intercept_slope(y, expit(2 * z))
+    _, slope = calibration_intercept_slope(y, expit(2 * z))
     assert slope == pytest.approx(0.5, abs=0.03)
 
 
@@ -109,13 +132,13 @@ def test_calibration_fits_agree_with_reference_solvers() -> None:
     p = expit(rng.normal(size=200))
     y = rng.binomial(1, expit(0.3 + 0.7 * logit(p)))
     x = logit(p)
-    intercept, slope = ev.calibration_intercept_slope(y, p)
+    intercept, slope = calibration_intercept_slope(y, p)
 
     # Slope: the coefficient of an unpenalised logistic regression of y on logit(p).
     # (C=inf is sklearn 1.9's spelling of penalty=None, which is deprecated.)
     reference = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[:, None], y)
     assert slope == pytest.approx(reference.coef_[0, 0], rel=1e-5)
-    _, slopes = ev.weighted_calibration(y, p, np.ones((1, 200)))
+    _, slopes = weighted_calibration(y, p, np.ones((1, 200)))
     assert slopes[0] == pytest.approx(slope)
 
     # Intercept with logit(p) as offset: root of the score equation sum(y - expit(a + x)) = 0.
@@ -127,12 +150,12 @@ def test_calibration_bins_and_smooth_curve() -> None:
     rng = np.random.default_rng(3)
     p = rng.uniform(0.05, 0.95, size=5_000)
     y = rng.binomial(1, p)
-    bins = ev.calibration_bins(y, p, n_bins=10)
+    bins = calibration_bins(y, p, n_bins=10)
     assert len(bins) == 10 and bins["n"].sum() == 5_000 and bins["events"].sum() == y.sum()
     assert (bins["predicted_low"] <= bins["mean_predicted"]).all()
     assert (bins["mean_predicted"] <= bins["predicted_high"]).all()
     np.testing.assert_allclose(bins["observed"], bins["mean_predicted"], atol=0.07)
-    smooth = ev.lowess_calibration(y, p)
+    smooth = lowess_calibration(y, p)
     middle = smooth[(smooth["predicted"] > 0.15) & (smooth["predicted"] < 0.85)]
     np.testing.assert_allclose(middle["observed"], middle["predicted"], atol=0.05)
 
@@ -140,7 +163,7 @@ def test_calibration_bins_and_smooth_curve() -> None:
 def test_calibration_bins_survive_heavy_ties() -> None:
     y = np.array([0, 1] * 10)
     p = np.array([0.2] * 15 + [0.8] * 5)
-    bins = ev.calibration_bins(y, p, n_bins=10)
+    bins = calibration_bins(y, p, n_bins=10)
     assert bins["n"].sum() == 20 and len(bins) <= 2
 
 
@@ -149,7 +172,7 @@ def test_calibration_bins_survive_heavy_ties() -> None:
 
 def test_bootstrap_point_estimates_equal_sklearn_and_cis_contain_them(cohort: Any) -> None:
     y, p = cohort
-    result = ev.bootstrap_metric_ci(y, p, n_boot=300, seed=7)
+    result = bootstrap_metric_ci(y, p, n_boot=300, seed=7)
     assert result.auroc.estimate == pytest.approx(roc_auc_score(y, p), abs=1e-12)
     assert result.auprc.estimate == pytest.approx(average_precision_score(y, p), abs=1e-12)
     assert result.brier.estimate == pytest.approx(brier_score_loss(y, p), abs=1e-12)
@@ -163,7 +186,7 @@ def test_bootstrap_point_estimates_equal_sklearn_and_cis_contain_them(cohort: An
         assert est.ci_low <= est.estimate <= est.ci_high
         assert est.n_resamples == 300
     assert result.n_skipped_single_class == 0
-    again = ev.bootstrap_metric_ci(y, p, n_boot=300, seed=7)
+    again = bootstrap_metric_ci(y, p, n_boot=300, seed=7)
     assert again == result
 
 
@@ -174,9 +197,9 @@ def test_vectorised_metrics_equal_sklearn_on_resamples_with_ties() -> None:
     p = np.round(rng.uniform(size=n), 1)  # eleven distinct values: many ties
     idx = rng.integers(0, n, size=(25, n))
     w = _counts(idx, n)
-    auroc = ev.weighted_auroc(y, p, w)
-    ap = ev.weighted_average_precision(y, p, w)
-    brier = ev.weighted_brier(y, p, w)
+    auroc = weighted_auroc(y, p, w)
+    ap = weighted_average_precision(y, p, w)
+    brier = weighted_brier(y, p, w)
     for b, rows in enumerate(idx):
         assert auroc[b] == pytest.approx(roc_auc_score(y[rows], p[rows]), abs=1e-12)
         assert ap[b] == pytest.approx(average_precision_score(y[rows], p[rows]), abs=1e-12)
@@ -184,7 +207,7 @@ def test_vectorised_metrics_equal_sklearn_on_resamples_with_ties() -> None:
 
 
 def test_bootstrap_weights_are_resample_counts() -> None:
-    w = ev.bootstrap_weights(50, 40, seed=0)
+    w = bootstrap_weights(50, 40, seed=0)
     assert w.shape == (40, 50)
     np.testing.assert_array_equal(w.sum(axis=1), 50)
     assert (w >= 0).all()
@@ -194,7 +217,7 @@ def test_single_class_resamples_are_skipped_and_counted() -> None:
     # One responder in eight: P(resample without them) = (7/8)^8, about 0.34.
     y = np.array([1, 0, 0, 0, 0, 0, 0, 0])
     p = np.linspace(0.9, 0.1, 8)
-    result = ev.bootstrap_metric_ci(y, p, n_boot=200, seed=0)
+    result = bootstrap_metric_ci(y, p, n_boot=200, seed=0)
     assert 30 < result.n_skipped_single_class < 110
     assert result.auroc.n_resamples == 200 - result.n_skipped_single_class
 
@@ -204,7 +227,7 @@ def test_bootstrap_is_fast() -> None:
     p = rng.uniform(size=2_000)
     y = rng.binomial(1, p)
     start = time.perf_counter()
-    ev.bootstrap_metric_ci(y, p, n_boot=1_000)
+    bootstrap_metric_ci(y, p, n_boot=1_000)
     assert time.perf_counter() - start < 3.0
 
 
@@ -218,7 +241,7 @@ def test_subgroups_report_small_and_single_class_levels_without_crashing(cohort:
     y = y.copy()
     y[-15:-5] = 1  # site B: responders only
     sex[3] = None
-    table = ev.subgroup_auroc(y, p, {"sex": sex, "site": site}, n_boot=100)
+    table = subgroup_auroc(y, p, {"sex": sex, "site": site}, n_boot=100)
     by_level = {(r["variable"], r["level"]): r for r in table.to_dict("records")}
     assert {level for var, level in by_level if var == "sex"} == {"female", "male", "missing"}
     b, c = by_level[("site", "B")], by_level[("site", "C")]
@@ -235,7 +258,7 @@ def test_subgroups_report_small_and_single_class_levels_without_crashing(cohort:
 )
 def test_events_per_variable(n_features: int, epv: float, warning: str | None) -> None:
     y = np.array([1] * 30 + [0] * 70)
-    result = ev.events_per_variable(y, n_features)
+    result = events_per_variable(y, n_features)
     assert result.epv == pytest.approx(epv)
     assert (result.events, result.non_events) == (30, 70)
     if warning is None:
@@ -250,7 +273,7 @@ def test_events_per_variable(n_features: int, epv: float, warning: str | None) -
 def test_evaluate_predictions_flat_metrics_and_table(cohort: Any) -> None:
     y, p = cohort
     groups = {"sex": np.where(np.arange(len(y)) % 2 == 0, "F", "M")}
-    evaluation = ev.evaluate_predictions(
+    evaluation = evaluate_predictions(
         y, p, baseline_rule=p > 0.5, subgroups=groups, thresholds=(0.3, 0.5), n_boot=200
     )
     metrics = evaluation.to_mlflow_metrics()
@@ -295,7 +318,7 @@ def test_evaluate_predictions_notes_warn_about_leakage_and_few_events() -> None:
     rng = np.random.default_rng(6)
     y = np.array([1] * 40 + [0] * 160)
     p = np.clip(0.8 * y + rng.uniform(0, 0.2, size=200), 0, 1)  # near-perfect separation
-    evaluation = ev.evaluate_predictions(y, p, n_boot=50)
+    evaluation = evaluate_predictions(y, p, n_boot=50)
     notes = " ".join(evaluation.notes)
     assert "leakage" in notes and "40 events" in notes
 
@@ -303,10 +326,70 @@ def test_evaluate_predictions_notes_warn_about_leakage_and_few_events() -> None:
 def test_duplicate_metric_keys_are_refused() -> None:
     rng = np.random.default_rng(7)
     y, p = rng.binomial(1, 0.5, size=60), rng.uniform(size=60)
-    levels = np.array(["A+", "A-"] * 30)
-    evaluation = ev.evaluate_predictions(y, p, subgroups={"g": levels}, n_boot=20)
+    # Subgroup keys are made unique (below); thresholds are keyed by 6 significant digits.
+    evaluation = evaluate_predictions(y, p, thresholds=(0.1234561, 0.1234562), n_boot=20)
     with pytest.raises(ValueError, match="occurs twice"):
         evaluation.to_mlflow_metrics()
+
+
+def _subgroup_sizes(levels: list[str], variable: str = "site") -> dict[str, float]:
+    """The ``_n`` metric of each subgroup level, by key."""
+    rng = np.random.default_rng(7)
+    y, p = rng.binomial(1, 0.5, size=len(levels)), rng.uniform(size=len(levels))
+    evaluation = evaluate_predictions(y, p, subgroups={variable: levels}, n_boot=20)
+    metrics = evaluation.to_mlflow_metrics()
+    for key, value in metrics.items():
+        _validate_metric(key, value, 0, 0)  # what mlflow.log_metrics checks: name and length
+    return {k: v for k, v in metrics.items() if k.startswith("test_subgroup_") and k.endswith("_n")}
+
+
+@pytest.mark.parametrize(
+    ("variable", "levels", "hashed"),
+    [
+        ("site", ["site-A", "Site A"], r"test_subgroup_site_site_a_[0-9a-f]{8}_n"),
+        ("g", ["A+", "A-"], r"test_subgroup_g_a_[0-9a-f]{8}_n"),
+    ],
+)
+def test_levels_that_slug_alike_get_distinct_keys(
+    variable: str, levels: list[str], hashed: str
+) -> None:
+    sizes = _subgroup_sizes([*levels, "B"] * 20, variable)
+    assert len(sizes) == 3 and sum(sizes.values()) == 60  # no level merged or lost
+    assert sizes.pop(f"test_subgroup_{variable}_b_n") == 20  # a clean level keeps its plain key
+    assert all(re.fullmatch(hashed, key) for key in sizes)
+
+
+def test_subgroup_keys_are_stable() -> None:
+    pairs = [("site", "site-A"), ("site", "Site A"), ("sex", "F")]
+    assert subgroup_keys(pairs) == [
+        "subgroup_site_site_a_d46abf0c",
+        "subgroup_site_site_a_27c34b71",
+        "subgroup_sex_f",
+    ]
+
+
+def test_a_240_character_site_gives_a_short_hashed_key() -> None:
+    site = ("Outpatient clinic of the university hospital, " * 6)[:240]
+    sizes = _subgroup_sizes([site] * 30 + ["B"] * 30)
+    (key,) = (k for k in sizes if k != "test_subgroup_site_b_n")
+    assert re.fullmatch(
+        r"test_subgroup_site_outpatient_clinic_of_the_university_hosp_[0-9a-f]{8}_n", key
+    )
+
+
+def test_subgroup_keys_are_unique_sanitised_and_bounded() -> None:
+    levels = ["", " ", "+++", "日本", "A", "a", "A ", "a-1", "A_1", "x" * 300, "x" * 300 + "y"]
+    levels += ["missing", "Site #3 (Dr. Müller's ward)", "subgroup_site_a", "9" * 40]
+    pairs = [("site", level) for level in levels] + [("site a", "b"), ("site", "a b")]
+    keys = subgroup_keys(pairs)
+    assert len(set(keys)) == len(pairs)
+    assert all(re.fullmatch(r"subgroup(_[a-z0-9]+)+", key) and len(key) <= 99 for key in keys)
+    # A level spelling another key's hash cannot take that key.
+    taken = subgroup_keys([("site", "+++")])[0]
+    pairs = [("site", "+++"), ("site", taken.removeprefix("subgroup_site_"))]
+    assert len(set(subgroup_keys(pairs))) == 2
+    sizes = _subgroup_sizes([level for level in levels for _ in range(4)])
+    assert len(sizes) == len(levels)
 
 
 # --------------------------------------------------------------------------- validation
@@ -337,11 +420,11 @@ GOOD: dict[str, Any] = {"y": Y10, "p": P10}
 )
 def test_invalid_inputs_are_named_in_the_error(override: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        ev.evaluate_predictions(**{**GOOD, "n_boot": 10, **override})
+        evaluate_predictions(**{**GOOD, "n_boot": 10, **override})
 
 
 def test_evaluate_does_not_modify_inputs() -> None:
     y, p = pd.Series(Y10), pd.Series(P10)
-    ev.evaluate_predictions(y, p, baseline_rule=RULE10, n_boot=10)
+    evaluate_predictions(y, p, baseline_rule=RULE10, n_boot=10)
     pd.testing.assert_series_equal(y, pd.Series(Y10))
     pd.testing.assert_series_equal(p, pd.Series(P10))

@@ -16,6 +16,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
+from inflamrx.data.crp import CRP_ACUTE_INFECTION, CRP_BAND_LABELS, CRP_RULE_THRESHOLD, crp_band
 from inflamrx.data.ingest import (
     ROW,
     SourceTable,
@@ -43,7 +44,12 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
     "10^9/L": _COUNT,
 }
 # Values that are valid but unusual enough to say so (CDC/AHA: CRP > 10 mg/L, acute infection).
-UNUSUAL = {"crp_mg_l": (10.0, "CRP above 10 mg/L: possible acute infection; consider repeating")}
+UNUSUAL = {
+    "crp_mg_l": (
+        CRP_ACUTE_INFECTION,
+        "CRP above 10 mg/L: possible acute infection; consider repeating",
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -401,7 +407,7 @@ def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> Valid
 MARKER_REFERENCE: dict[str, tuple[float, float, str]] = {
     "crp_mg_l": (
         0.0,
-        3.0,
+        CRP_RULE_THRESHOLD,
         "< 3 mg/L low/average risk (AHA/CDC); > 3 in ~27% of depressed patients",
     ),
     "il6_pg_ml": (0.0, 1.9, "healthy about 0.9 +/- 0.5 pg/mL (Thompson 2012)"),
@@ -435,12 +441,11 @@ def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
 
 
 def crp_bands(cohort: pd.DataFrame) -> dict[str, float]:
-    """Share of patients in the AHA/CDC CRP bands, plus the acute-infection range (percent)."""
-    crp = cohort["crp_mg_l"].dropna()
-    labels = ["<= 1", "1-3", "3-10", "> 10"]
-    bands = pd.cut(crp, [-np.inf, 1, 3, 10, np.inf], labels=labels)
+    """Share of patients in each CRP band of ``inflamrx.data.crp`` (percent)."""
+    bands = pd.Series(crp_band(cohort["crp_mg_l"].dropna()))
     return {
-        k: 100 * float(v) for k, v in bands.value_counts(normalize=True).reindex(labels).items()
+        k: 100 * float(v)
+        for k, v in bands.value_counts(normalize=True).reindex(CRP_BAND_LABELS).items()
     }
 
 

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 
 from inflamrx.config import Config
+from inflamrx.data.crp import CRP_RULE, crp_rule
 from inflamrx.modeling.evaluate import (
-    Estimate,
     Evaluation,
     EventsPerVariable,
-    bootstrap_metric_ci,
     evaluate_predictions,
     events_per_variable,
 )
 from inflamrx.modeling.kinds.base import FittedModel
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.splits import PreparedCohort
 
 
@@ -47,7 +47,7 @@ def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessme
     evaluation = evaluate_predictions(
         y_test,
         p_test,
-        baseline_rule=crp > 3,
+        baseline_rule=crp_rule(crp),
         baseline_rule_name=CRP_RULE,
         subgroups={
             k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
@@ -83,14 +83,11 @@ def subgroups(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-CRP_RULE = "CRP > 3 mg/L"
-
-
 def crp_baselines(y: np.ndarray, crp: np.ndarray, config: Config) -> dict[str, Estimate]:
     """AUROC/AUPRC of CRP alone as a score (rank-based), and AUROC of the CRP > 3 rule."""
     boot = {"n_boot": config.evaluation.n_bootstrap, "seed": config.evaluation.seed}
     alone = bootstrap_metric_ci(y, crp / (1.0 + crp), **boot)  # monotone map: same ranks as CRP
-    rule = bootstrap_metric_ci(y, (crp > 3).astype(float), **boot)
+    rule = bootstrap_metric_ci(y, crp_rule(crp).astype(float), **boot)
     return {
         "crp_alone_auroc": alone.auroc,
         "crp_alone_auprc": alone.auprc,

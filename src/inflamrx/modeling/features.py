@@ -7,8 +7,9 @@ demographics, history. Choices worth knowing:
 
 - Logs use ``log(max(x, LOG_FLOOR))``. Values below the limit of detection arrive as LOD/sqrt(2)
   (hs-CRP about 0.11 mg/L), so the floor of 0.001 only keeps a recorded 0 finite.
-- CRP bands follow AHA/CDC: < 1 mg/L is the reference, ``1 <= CRP <= 3``, ``3 < CRP <= 10``;
-  ``CRP > 10`` (possible acute infection) is a flag. CRP itself is never capped.
+- CRP bands are those of ``inflamrx.data.crp`` (AHA/CDC): < 1 mg/L is the reference,
+  ``1 <= CRP <= 3``, ``3 < CRP <= 10``; ``CRP > 10`` (possible acute infection) is a flag.
+  CRP itself is never capped.
 - The neutrophil/lymphocyte ratio is missing when the lymphocyte count is 0 or missing.
 - The inflammation-linked symptom score averages four domains (fatigue, anhedonia, sleep,
   appetite; Frank et al. 2021, Milaneschi et al. 2021). Each available total or item is scaled
@@ -37,6 +38,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from inflamrx.config import OutcomeConfig
+from inflamrx.data.crp import crp_band
 from inflamrx.data.outcomes import describe, never_features
 from inflamrx.data.scales import item_columns
 from inflamrx.data.schema import COLUMNS, IDENTITY_COLUMNS, OUTCOME_COLUMNS, SCALE_ITEMS
@@ -112,6 +114,7 @@ FEATURE_BLOCKS: tuple[FeatureBlock, ...] = (
         "crp_mg_l",
         "markers",
         ("crp_mg_l",),
+        # Flags of crp_band's bands "1-3", "3-10", "> 10". Names fixed: saved models use them.
         (
             "CRP (mg/L, log)",
             "CRP 1-3 mg/L",
@@ -346,12 +349,8 @@ def _compute(block: FeatureBlock, frame: pd.DataFrame) -> list[Array]:
         return [_booleans(frame, first)]
     if block.kind == "crp":
         crp = _concentrations(frame, first)
-        return [
-            _log(crp),
-            _flag((crp >= 1) & (crp <= 3), crp),
-            _flag((crp > 3) & (crp <= 10), crp),
-            _flag(crp > 10, crp),
-        ]
+        codes = crp_band(crp).codes
+        return [_log(crp), *(_flag(codes == band, crp) for band in (1, 2, 3))]
     if block.kind == "ratio":
         neutrophils = _concentrations(frame, block.inputs[0])
         lymphocytes = _concentrations(frame, block.inputs[1])

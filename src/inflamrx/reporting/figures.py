@@ -21,7 +21,8 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from inflamrx.modeling.evaluate import Estimate, Evaluation, FloatArray, IntArray, _check_labels
+from inflamrx.modeling.evaluate import Evaluation
+from inflamrx.modeling.metrics import Estimate, FloatArray, IntArray, check_labels
 
 # name -> (outcome labels, score); higher score means more likely to respond.
 ExtraRoc = Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]
@@ -58,7 +59,7 @@ def _with_ci(name: str, est: Estimate, alpha: float) -> str:
 def _check_extra_roc(
     name: str, y: npt.ArrayLike, score: npt.ArrayLike
 ) -> tuple[IntArray, FloatArray]:
-    y_arr = _check_labels(y, f"extra_roc[{name!r}][0]")
+    y_arr = check_labels(y, f"extra_roc[{name!r}][0]")
     s = np.asarray(score, dtype=np.float64)
     if s.shape != y_arr.shape or not np.all(np.isfinite(s)):
         raise ValueError(

@@ -20,8 +20,8 @@ from inflamrx.jobs.tune.search import (
     make_pruner,
     make_sampler,
 )
-from inflamrx.modeling.evaluate import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
 from inflamrx.modeling.splits import PreparedCohort, Splits
 
 
