@@ -230,10 +230,6 @@ def print_validation(result: Any, synthetic: bool) -> None:
     out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
 
 
-def run() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
-
-
 @app.command()
 @handles_input_errors
 def train(

@@ -91,10 +91,6 @@ class ReportFiles:
     table: Path
     figures: list[Path]
 
-    @property
-    def all(self) -> list[Path]:
-        return [self.report, self.table, *self.figures]
-
 
 # --- choosing what to show -----------------------------------------------------------------
 
