@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from scipy.special import expit
 
 from inflamrx.config import ReportConfig, load_config
 from inflamrx.data.outcomes import derive_outcome
@@ -22,6 +23,7 @@ from inflamrx.modeling.kinds.base import fit_model
 from inflamrx.reporting.html import (
     NO_VALIDATION,
     SECTIONS,
+    WATERFALL_FEATURES,
     ReportContext,
     ReportFiles,
     example_patients,
@@ -130,7 +132,29 @@ def test_chosen_patients_are_shown_and_tabulated(
     patients = _section(files.report.read_text(encoding="utf-8"), "patients")
     assert "Patient 1</h3>" in patients and "Patient 2</h3>" in patients
     assert not any(i in patients for i in ids)
-    assert " points</td>" in patients or "points" in patients
+    # Each patient's factors are their largest contributions, largest first, with the signed
+    # log-odds and probability points recomputed here from the contributions.
+    blocks = re.findall(r'<div class="patient">.*?</table>', patients, flags=re.S)
+    assert len(blocks) == len(ids)
+    for patient, block in zip(ids, blocks, strict=True):
+        rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr><td>.*?</tr>", block)]
+        i = explanation.patient_ids.tolist().index(patient)
+        shap = explanation.contrib.values.iloc[i]
+        margin = explanation.contrib.margin[i]
+        top = shap.abs().sort_values(ascending=False, kind="stable").index[:WATERFALL_FEATURES]
+        assert len(rows) == WATERFALL_FEATURES
+        for (text, log_odds, points), feature in zip(rows, top, strict=True):
+            expected = 100 * (expit(margin) - expit(margin - shap[feature]))
+            sign = "+" if expected > 0 else "-"
+            assert log_odds == f"{shap[feature]:+.2f}", (patient, feature)
+            assert points[0] == sign and abs(float(points) - expected) < 0.006, (patient, feature)
+            shown = re.fullmatch(r".+: ([+-][0-9.]+) points", text)
+            assert shown and abs(float(shown[1]) - expected) <= 0.5, (patient, text)
+            assert shown[1][0] == sign, (patient, text)
+    # In clinical words: patient 1's largest factor is their CRP, raw value in its unit.
+    crp = cohort.loc[cohort["patient_id"] == ids[0], "crp_mg_l"].item()
+    first = re.search(r"<tr><td>(.*?)</td>", blocks[0])
+    assert first and first[1].startswith(f"CRP {crp:g} mg/L: "), first
 
 
 @pytest.mark.slow
