@@ -192,10 +192,6 @@ def save_tuning_plots(
     study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
 ) -> list[Path]:
     """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
-    from inflamrx.reporting.figures import (
-        new_axes,
-    )  # matplotlib only when plotting (workers never do)
-
     def axes(title: str) -> tuple[Any, Any]:
         return new_axes(title, label, size=(6.0, 4.5))
 

@@ -5,12 +5,11 @@ their model code (``from inflamrx.serving import ResponseModel``). Resolved on f
 importing a serving submodule does not load MLflow's pyfunc machinery.
 """
 
+from importlib import import_module
 from typing import Any
 
 
 def __getattr__(name: str) -> Any:
     if name == "ResponseModel":
-        from inflamrx.serving.pyfunc import ResponseModel
-
-        return ResponseModel
+        return import_module("inflamrx.serving.pyfunc").ResponseModel
     raise AttributeError(f"module 'inflamrx.serving' has no attribute {name!r}")

@@ -6,11 +6,10 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
-
-from inflamrx import __version__
 
 DEFAULT_STORE = Path("mlruns")
 
@@ -58,7 +57,7 @@ def git_commit() -> str:
 def standard_tags(data_digest: str, synthetic: bool) -> dict[str, str]:
     return {
         "git_commit": git_commit(),
-        "inflamrx_version": __version__,
+        "inflamrx_version": version("inflamrx"),
         "data_digest": data_digest,
         "synthetic_data": str(synthetic).lower(),
     }
