@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import requests
 
 from inflamrx.config import DataConfig
 from inflamrx.data.validate import ValidationResult, validate_cohort
@@ -164,3 +170,52 @@ def tracking_in(root: Path) -> Iterator[str]:
         mp.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mp.chdir(root)
         yield uri
+
+
+# --- real `mlflow models serve` processes --------------------------------------------------
+
+BIN = str(Path(sys.executable).parent)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    # The venv's bin first: `mlflow models serve` execs `uvicorn` from PATH.
+    return os.environ | {"PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+
+
+def start_server(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a server in its own process group; wait until /ping answers."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            command, env=server_env(), stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url + "/ping", timeout=1).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise AssertionError(f"server did not answer /ping in 120 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """End the server and the uvicorn child MLflow started (the whole process group)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import fractions
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,7 +21,15 @@ from mlflow.types import DataType
 from sklearn.pipeline import Pipeline
 from typer.testing import CliRunner
 
-from conftest import quick_training, synthetic_workspace, tracking_in
+from conftest import (
+    BIN,
+    free_port,
+    quick_training,
+    start_server,
+    stop_server,
+    synthetic_workspace,
+    tracking_in,
+)
 from inflamrx.cli import app
 from inflamrx.config import load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
@@ -43,7 +45,6 @@ from inflamrx.serving.pyfunc import MAX_ROWS
 pytestmark = pytest.mark.slow
 
 NAME = "inflamrx-response"
-BIN = os.path.dirname(sys.executable)
 
 
 @pytest.fixture(scope="module")
@@ -64,62 +65,18 @@ def exported(trained: TrainResult, workspace: Path) -> Path:
     return export(f"models:/{NAME}/{trained.registered_version}", workspace / "models" / "m")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _server_env() -> dict[str, str]:
-    # The venv's bin first: `mlflow models serve` execs `uvicorn` from PATH.
-    return os.environ | {"PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
-
-
-def _start(command: list[str], port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a server in its own process group; wait until /ping answers."""
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            command, env=_server_env(), stdout=sink, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/ping", timeout=1).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    _stop(proc)
-    raise AssertionError(f"server did not answer /ping in 120 s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End the server and the uvicorn child MLflow started (the whole process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def server(exported: Path, workspace: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     command = [
         str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(exported),
         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
     ]  # fmt: skip
-    proc, url = _start(command, port, workspace / "server.log")
+    proc, url = start_server(command, port, workspace / "server.log")
     try:
         yield url + "/invocations"
     finally:
-        _stop(proc)
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -336,15 +293,15 @@ def test_promote_then_inflamrx_serve_answers_models_alias(
     done = CliRunner().invoke(app, ["promote", "--run", trained.run_id, "--alias", "champion"])
     assert done.exit_code == 0, done.output
     assert f"models:/{NAME}@champion -> version {trained.registered_version}" in done.output
-    port = _free_port()
+    port = free_port()
     command = [
         str(Path(BIN) / "inflamrx"), "serve", "--model", f"models:/{NAME}@champion",
         "--port", str(port),
     ]  # fmt: skip
-    proc, url = _start(command, port, workspace / "cli-server.log")
+    proc, url = start_server(command, port, workspace / "cli-server.log")
     try:
         answer = _post(url + "/invocations", {"dataframe_records": new_patients[1][:3]})
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["predictions"]) == 3
     finally:
-        _stop(proc)
+        stop_server(proc)

@@ -41,7 +41,9 @@ def load_model(model_uri: str) -> LoadedModel:
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
     try:
-        info = mlflow.models.get_model_info(model_uri)
+        # The MLmodel file itself: get_model_info would also look the model up in the tracking
+        # store, which an exported folder on another machine is not in.
+        info = mlflow.models.Model.load(model_uri)
         python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except Exception as err:  # an unknown URI, a missing run, a damaged or untrusted artifact
         raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
