@@ -192,6 +192,7 @@ def save_tuning_plots(
     study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
 ) -> list[Path]:
     """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
+
     def axes(title: str) -> tuple[Any, Any]:
         return new_axes(title, label, size=(6.0, 4.5))
 

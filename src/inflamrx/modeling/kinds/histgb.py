@@ -11,7 +11,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
 from inflamrx.config import HistGBConfig, ParamRange
-from inflamrx.modeling.kinds._trees import tree_explainer
+from inflamrx.modeling.kinds._trees import tree_interactions, tree_shap
 from inflamrx.modeling.kinds.base import EarlyStopping, ModelKind, ShapValues
 
 
@@ -65,18 +65,14 @@ class HistGBKind(ModelKind[HistGBConfig]):
     def shap_values(
         self, estimator: HistGradientBoostingClassifier, matrix: np.ndarray
     ) -> ShapValues:
-        explainer = tree_explainer(estimator, estimator._predictors)
-        return ShapValues(
-            values=np.asarray(explainer.shap_values(matrix), dtype=float),
-            base=float(np.ravel(explainer.expected_value)[0]),
-            margin=np.asarray(estimator.decision_function(matrix), dtype=float),
+        return tree_shap(
+            estimator, estimator._predictors, matrix, estimator.decision_function(matrix)
         )
 
     def interaction_values(
         self, estimator: HistGradientBoostingClassifier, matrix: np.ndarray
     ) -> np.ndarray:
-        explainer = tree_explainer(estimator, estimator._predictors)
-        return np.asarray(explainer.shap_interaction_values(matrix))
+        return tree_interactions(estimator, estimator._predictors, matrix)
 
 
 KIND = HistGBKind()

@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier
 
 from inflamrx.config import ParamRange, XGBoostConfig
-from inflamrx.modeling.kinds._trees import tree_explainer
+from inflamrx.modeling.kinds._trees import tree_interactions, tree_shap
 from inflamrx.modeling.kinds.base import EarlyStopping, ModelKind, ShapValues
 
 BOOSTER_FILE = "booster.ubj"
@@ -78,16 +78,15 @@ class XGBoostKind(ModelKind[XGBoostConfig]):
         return {"n_estimators": rounds}
 
     def shap_values(self, estimator: XGBClassifier, matrix: np.ndarray) -> ShapValues:
-        explainer = tree_explainer(estimator, estimator.get_booster())
-        return ShapValues(
-            values=np.asarray(explainer.shap_values(matrix), dtype=float),
-            base=float(np.ravel(explainer.expected_value)[0]),
-            margin=estimator.predict(matrix, output_margin=True).astype(float),
+        return tree_shap(
+            estimator,
+            estimator.get_booster(),
+            matrix,
+            estimator.predict(matrix, output_margin=True),
         )
 
     def interaction_values(self, estimator: XGBClassifier, matrix: np.ndarray) -> np.ndarray:
-        explainer = tree_explainer(estimator, estimator.get_booster())
-        return np.asarray(explainer.shap_interaction_values(matrix))
+        return tree_interactions(estimator, estimator.get_booster(), matrix)
 
     def save(self, estimator: XGBClassifier, folder: Path) -> None:
         # XGBoost's own format (sklearn attributes included): no pickle, no skops.
