@@ -41,6 +41,12 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
     "pg/mL": _CYTOKINE,
     "10^9/L": _COUNT,
 }
+# Written for "no value" (pandas' default na_values for read_csv), minus "None": an ordinary
+# answer ("None" smoked, no drug), not an unknown one. Matched exactly, as pandas does.
+MISSING_MARKERS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"}
+)  # fmt: skip
 # Values that are valid but unusual enough to say so (CDC/AHA: CRP > 10 mg/L, acute infection).
 UNUSUAL = {"crp_mg_l": (10.0, "CRP above 10 mg/L: possible acute infection; consider repeating")}
 
@@ -200,16 +206,20 @@ def _check_keyed_options(data: DataConfig) -> None:
         raise InputError(f"data.units names columns that have no unit: {unitless}")
 
 
-def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+def _apply_missing(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """MISSING_MARKERS in any text column, and a site's data.missing_codes, become missing."""
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
-    for col, codes in data.missing_codes.items():
-        if col not in out:
-            continue
-        as_number = pd.to_numeric(out[col], errors="coerce")
-        numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
-        text_codes = [str(c) for c in codes]
-        hit = as_number.isin(numeric_codes) | out[col].isin(text_codes)
-        out[col] = out[col].where(~hit)
+    for col, values in frame.items():
+        # A typed float column (a served record) says missing with NaN: no marker to look for.
+        hit = None if pd.api.types.is_float_dtype(values) else values.isin(MISSING_MARKERS)
+        codes = data.missing_codes.get(str(col))
+        if codes:
+            as_number = pd.to_numeric(values, errors="coerce")
+            numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
+            coded = as_number.isin(numeric_codes) | values.isin([str(c) for c in codes])
+            hit = coded if hit is None else hit | coded
+        if hit is not None and hit.any():
+            out[col] = values.where(~hit)
     return out
 
 
@@ -331,7 +341,7 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
             f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}"
         )
     checker = _Checker(mapped, source.rows)
-    text = _apply_recode(_apply_missing_codes(mapped, data), data)
+    text = _apply_recode(_apply_missing(mapped, data), data)
     parsed = _parse(text, checker, data)
     scored, clashes = score_scales(parsed)
     for pos, clashing in clashes.items():
