@@ -24,8 +24,17 @@ from inflamrx.data.ingest import (
     table_from_frame,
     text_column,
 )
+from inflamrx.data.reference import MIN_VALUES, REFERENCES, MedianSketch, unit_problem
 from inflamrx.data.scales import score_scales
-from inflamrx.data.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+from inflamrx.data.schema import (
+    COLUMNS,
+    REQUIRED,
+    UNIT_FACTORS,
+    ColumnSpec,
+    Kind,
+    cohort_schema,
+    rule_text,
+)
 from inflamrx.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -33,14 +42,6 @@ FloatArray = npt.NDArray[np.float64]
 _LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-# Unit name (lower case) -> factor to the canonical unit, per canonical unit.
-_CYTOKINE = {"pg/ml": 1.0, "ng/l": 1.0}
-_COUNT = {"10^9/l": 1.0, "10e9/l": 1.0, "x10^9/l": 1.0, "1000 cells/ul": 1.0, "10^3/ul": 1.0}
-UNIT_FACTORS: dict[str, dict[str, float]] = {
-    "mg/L": {"mg/l": 1.0, "mg/dl": 10.0, "nmol/l": 1 / 9.52},  # CRP: 1 mg/L = 9.52 nmol/L
-    "pg/mL": _CYTOKINE,
-    "10^9/L": _COUNT,
-}
 # Written for "no value" (pandas' default na_values for read_csv), minus "None": an ordinary
 # answer ("None" smoked, no drug), not an unknown one. Matched exactly, as pandas does.
 MISSING_MARKERS = frozenset(
@@ -93,10 +94,10 @@ class ValidationResult:
 
 
 def _convert_units(values: FloatArray, spec: ColumnSpec, unit: str) -> FloatArray:
-    factors = UNIT_FACTORS.get(spec.unit, {spec.unit.lower(): 1.0})
-    factor = factors.get(unit.strip().lower())
+    factors = UNIT_FACTORS.get(spec.unit, {spec.unit: 1.0})
+    factor = {u.lower(): f for u, f in factors.items()}.get(unit.strip().lower())
     if factor is None:
-        allowed = sorted({u for u in factors}) if spec.unit in UNIT_FACTORS else [spec.unit]
+        allowed = sorted(factors, key=str.lower)
         raise InputError(
             f"data.units: unknown unit {unit!r} for {spec.name}. Allowed units: "
             f"{', '.join(allowed)} (converted to {spec.unit})."
@@ -274,6 +275,18 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
     return pd.DataFrame(out, index=frame.index, copy=False)
 
 
+def _check_units(parsed: pd.DataFrame, data: DataConfig) -> None:
+    """Refuse a marker whose cohort median says its unit is wrong, unless data.units states it."""
+    for col in parsed.columns.intersection(list(REFERENCES)).difference(list(data.units)):
+        values = parsed[col].to_numpy(dtype=np.float64)
+        if np.count_nonzero(~np.isnan(values)) < MIN_VALUES:
+            continue  # a single served record costs no histogram
+        sketch = MedianSketch()
+        sketch.add(values)
+        if problem := unit_problem(str(col), sketch):
+            raise InputError(problem)
+
+
 def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray[np.bool_]:
     """Yes/no values as a numpy mask: True where yes, False where no or missing."""
     return pd.array(flags, dtype="boolean").to_numpy(dtype=bool, na_value=False)
@@ -343,6 +356,7 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     checker = _Checker(mapped, source.rows)
     text = _apply_recode(_apply_missing(mapped, data), data)
     parsed = _parse(text, checker, data)
+    _check_units(parsed, data)
     scored, clashes = score_scales(parsed)
     for pos, clashing in clashes.items():
         for column, message in clashing:
@@ -403,25 +417,10 @@ def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> Valid
     return validate_source(table_from_frame(frame, keep_numbers=True), data or DataConfig())
 
 
-# Reference ranges for the summary: (low, high, source).
-MARKER_REFERENCE: dict[str, tuple[float, float, str]] = {
-    "crp_mg_l": (
-        0.0,
-        3.0,
-        "< 3 mg/L low/average risk (AHA/CDC); > 3 in ~27% of depressed patients",
-    ),
-    "il6_pg_ml": (0.0, 1.9, "healthy about 0.9 +/- 0.5 pg/mL (Thompson 2012)"),
-    "tnf_alpha_pg_ml": (0.0, 8.1, "typical hs assay range"),
-    "wbc_10e9_l": (4.0, 11.0, "adult laboratory range"),
-    "neutrophils_10e9_l": (2.0, 7.5, "adult laboratory range"),
-    "lymphocytes_10e9_l": (1.0, 4.0, "adult laboratory range"),
-}
-
-
 def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
     """Distribution of each marker present, against its reference range."""
     rows = []
-    for col, (low, high, source) in MARKER_REFERENCE.items():
+    for col, ref in REFERENCES.items():
         if col not in cohort or cohort[col].notna().sum() == 0:
             continue
         v = cohort[col].dropna()
@@ -432,9 +431,9 @@ def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
                 "median": v.median(),
                 "q1": v.quantile(0.25),
                 "q3": v.quantile(0.75),
-                "% above reference": 100 * float((v > high).mean()),
-                "% below reference": 100 * float((v < low).mean()),
-                "reference": source,
+                "% above reference": 100 * float((v > ref.high).mean()),
+                "% below reference": 100 * float((v < ref.low).mean()),
+                "reference": ref.range_source,
             }
         )
     return pd.DataFrame(rows)
