@@ -24,6 +24,7 @@ from inflamrx.data.ingest import (
     table_from_frame,
     text_column,
 )
+from inflamrx.data.names import closest_canonical
 from inflamrx.data.reference import MIN_VALUES, REFERENCES, MedianSketch, unit_problem
 from inflamrx.data.scales import score_scales
 from inflamrx.data.schema import (
@@ -77,8 +78,10 @@ class ValidationResult:
     accepted: pd.DataFrame  # canonical cohort, canonical dtypes
     rejected: pd.DataFrame  # source values as text + ROW + reason
     problems: list[Problem]
-    ignored_columns: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)  # resembling no canonical name
     warnings: list[str] = field(default_factory=list)
+    # Source columns not read though they look like an absent canonical one: {source: canonical}.
+    near_misses: dict[str, str] = field(default_factory=dict)
 
     @property
     def rows_in(self) -> int:
@@ -86,7 +89,7 @@ class ValidationResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.rejected.empty else 1
+        return 0 if self.rejected.empty and not self.near_misses else 1
 
     def reason_counts(self) -> pd.Series:
         keys = [f"{p.column or 'line'}: {p.check}" for p in self.problems]
@@ -347,11 +350,16 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         raise InputError("the input has a header but no data rows")
     _check_keyed_options(data)
     mapped, ignored = map_columns(source, data)
+    # A near miss of a column already read is an extra column, not a lost one.
+    near = {c: to for c in ignored if (to := closest_canonical(c)) and to not in mapped.columns}
+    ignored = [c for c in ignored if c not in near]
     absent = [c for c in REQUIRED if c not in mapped.columns]
     if absent:
+        hints = "".join(f" {_near_miss_text(c, to)}." for c, to in near.items() if to in absent)
         raise InputError(
             f"required columns are missing: {absent}. Map them with data.columns "
-            f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}"
+            f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}."
+            + hints
         )
     checker = _Checker(mapped, source.rows)
     text = _apply_recode(_apply_missing(mapped, data), data)
@@ -387,11 +395,21 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         problems += [
             Problem(r, None, "", "", w, "wrong number of fields") for r, w in source.malformed
         ]
-    warnings = []
+    warnings = [
+        f"source column {_near_miss_text(c, to)}, rename it, or list it under data.drop; "
+        "until then it is not read"
+        for c, to in near.items()
+    ]
     for col, (limit, what) in UNUSUAL.items():
         if col in accepted and (n := int((accepted[col] > limit).sum())):
             warnings.append(f"{n} accepted rows with {what}")
-    return ValidationResult(accepted, rejected.reset_index(drop=True), problems, ignored, warnings)
+    return ValidationResult(
+        accepted, rejected.reset_index(drop=True), problems, ignored, warnings, near
+    )
+
+
+def _near_miss_text(source: str, canonical: str) -> str:
+    return f"{source!r} looks like {canonical}: map it with data.columns: {{{canonical}: {source}}}"
 
 
 def _renames_for_output(columns: list[str]) -> dict[str, str]:
