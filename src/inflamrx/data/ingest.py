@@ -33,6 +33,17 @@ _IDENTIFIER_PHRASES = (
     "dateofbirth", "birthdate", "email", "phone", "medicalrecord", "address", "socialsec",
     "postcode",
 )  # fmt: skip
+# In a value (a site code) only the words that cannot also name a place count: 'NHS
+# Lothian', 'Harley Street' and 'Mobile unit' are sites.
+_VALUE_LABELS = _IDENTIFIER_TOKENS - {
+    "name", "address", "street", "postcode", "zipcode", "zip", "mobile", "nhs",
+}  # fmt: skip
+_VALUE_PATTERNS = (
+    ("an e-mail address", re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")),
+    ("a date", re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b")),
+    # 6+ digits written whole (record/ID number) or 8+ with separators (phone, NHS number)
+    ("a phone or record number", re.compile(r"\d{6,}|\d(?:[\s().-]*\d){7,}")),
+)
 # Below this, an XPT float is SAS's rendering of an exact zero (about 5.4e-79).
 _XPT_ZERO = 1e-70
 # pandas' own text dtype (Arrow-backed, NaN when missing): what as_text produces.
@@ -57,6 +68,19 @@ def _identifier_reason(column: str) -> str | None:
         p for p in _IDENTIFIER_PHRASES if p in squashed
     ]
     return hit[0] if hit else None
+
+
+@lru_cache(maxsize=4096)  # a site column repeats a few codes
+def identifier_in_value(value: str) -> str | None:
+    """What patient information a value looks like it holds (for a site code), or None.
+
+    A person's name alone cannot be told from a place name; with a date of birth it can.
+    """
+    for what, pattern in _VALUE_PATTERNS:
+        if pattern.search(value):
+            return what
+    labels = sorted(set(re.findall(r"[a-z]+", value.lower())) & _VALUE_LABELS)
+    return f"an identifier label ({labels[0]})" if labels else None
 
 
 def as_text(frame: pd.DataFrame) -> pd.DataFrame:

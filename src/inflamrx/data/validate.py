@@ -19,6 +19,7 @@ from inflamrx.config import DataConfig
 from inflamrx.data.ingest import (
     ROW,
     SourceTable,
+    identifier_in_value,
     map_columns,
     read_sources,
     table_from_frame,
@@ -61,10 +62,13 @@ class Problem:
     value: str
     rule: str
     check: str = "rule"  # short name of the rule broken, for counting
+    withheld: bool = False  # the value may be patient information: never quoted back
 
     def reason(self) -> str:
         if not self.column:
             return self.rule
+        if self.withheld:
+            return f"{self.column}: {self.rule}"
         shown = "(empty)" if self.value == "" else repr(self.value)
         return f"{self.column} = {shown}: {self.rule}"
 
@@ -119,15 +123,32 @@ class _Checker:
         self.problems: dict[int, list[Problem]] = {}
         self.bad_cells: set[tuple[int, str]] = set()
 
-    def add(self, pos: int, column: str, value: object, rule: str, check: str) -> None:
-        if column in self.text and isinstance(self.text[column].iloc[pos], str):
+    def add(
+        self, pos: int, column: str, value: object, rule: str, check: str, withheld: bool = False
+    ) -> None:
+        if withheld:
+            value = None
+        elif column in self.text and isinstance(self.text[column].iloc[pos], str):
             value = self.text[column].iloc[pos]
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))  # a typed 75.0 is quoted as a site would write it: '75'
-        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check)
+        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check, withheld)
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
+
+    def site(self, text: pd.Series) -> pd.Series:
+        """Site codes; one that looks like patient information rejects its row, unquoted."""
+        codes, values = pd.factorize(text)
+        looks = [identifier_in_value(v) for v in values]
+        for pos in np.flatnonzero(codes >= 0):
+            if what := looks[codes[pos]]:
+                rule = (
+                    "site must be a site code, not patient information "
+                    f"(it looks like {what}); the value is not shown"
+                )
+                self.add(int(pos), "site", None, rule, "looks like patient information", True)
+        return text
 
     def number(self, text: pd.Series, spec: ColumnSpec) -> FloatArray:
         """float64 values; NaN where missing, and where not a number (with a Problem)."""
@@ -275,6 +296,8 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
             out[name] = checker.category(text, spec)
         else:
             out[name] = text.str.strip()
+            if name == "site":
+                out[name] = checker.site(out[name])
     return pd.DataFrame(out, index=frame.index, copy=False)
 
 
@@ -379,6 +402,10 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     dropped = [c for c in data.drop if c in source.raw]
     rejected = source.raw.drop(columns=dropped) if dropped else source.raw
     rejected = rejected[bad] if bad.any() else rejected.iloc[:0]
+    withheld = [pos for pos, found in checker.problems.items() if any(p.withheld for p in found)]
+    if withheld:  # the source value may be patient information: not in this file either
+        site = data.columns.get("site", "site")
+        rejected.loc[rejected.index.isin(withheld), site] = "(not shown)"
     renames = _renames_for_output(list(rejected.columns))
     if renames:
         rejected = rejected.rename(columns=renames)
