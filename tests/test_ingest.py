@@ -186,6 +186,58 @@ def test_truncated_xpt_is_refused(tmp_path: Path) -> None:
         _read_one(path)
 
 
+# (file, first observation's offset, bytes per observation): the NHANES files' layout.
+XPT_LAYOUTS = [("HSCRP_J", 1200, 24), ("DPQ_J", 2320, 88), ("CBC_J", 3840, 176)]
+
+
+def test_xpt_cut_at_an_80_byte_boundary_inside_an_observation_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The cut that pandas read as 4,156 of 8,366 rows without a word.
+    path = tmp_path / "HSCRP_J.xpt"
+    path.write_bytes((NHANES / "HSCRP_J.xpt").read_bytes()[:100_960])
+    assert len(pd.read_sas(path, format="xport")) == 4156
+    with pytest.raises(InputError, match=r"HSCRP_J\.xpt: the XPT file is truncated") as refused:
+        _read_one(path)
+    assert "after 4156 complete observations" in str(refused.value)
+
+
+@pytest.mark.parametrize(("name", "start", "width"), XPT_LAYOUTS)
+def test_which_80_byte_cuts_are_detected(tmp_path: Path, name: str, start: int, width: int) -> None:
+    """XPORT v5 records no observation count: a cut that falls exactly between two
+    observations leaves a file that is a complete file with fewer rows (the documented
+    limit). Every other 80-byte cut ends inside an observation and is refused."""
+    whole = (NHANES / f"{name}.xpt").read_bytes()
+    path = tmp_path / f"{name}.xpt"
+    cuts = range(start + 80, len(whole) - 80, 80 * 97)  # about 20-190 cuts through the data
+    detected = undetectable = 0
+    for cut in cuts:
+        path.write_bytes(whole[:cut])
+        if (cut - start) % width == 0:  # between two observations
+            assert len(_read_one(path).raw) == (cut - start) // width
+            undetectable += 1
+        else:
+            with pytest.raises(InputError, match="the XPT file is truncated"):
+                _read_one(path)
+            detected += 1
+    assert detected > 10
+    assert undetectable == sum((c - start) % width == 0 for c in cuts)
+
+
+@pytest.mark.parametrize("cut", [200, 600, 1120])
+def test_xpt_cut_in_its_header_is_refused(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "cut.xpt"
+    path.write_bytes((NHANES / "HSCRP_J.xpt").read_bytes()[:cut])
+    with pytest.raises(InputError, match=r"cut\.xpt: "):
+        _read_one(path)
+
+
+@pytest.mark.parametrize("name", ["BMX_J", "CBC_J", "DEMO_J", "DPQ_J", "HSCRP_J"])
+def test_complete_xpt_files_are_read_whole(name: str) -> None:
+    expected = len(pd.read_sas(NHANES / f"{name}.xpt", format="xport"))
+    assert len(_read_one(NHANES / f"{name}.xpt").raw) == expected
+
+
 def test_tiny_floats_in_memory_are_zero_but_missing_stays_missing() -> None:
     frame = pd.DataFrame({"x": [5.397605346934028e-79, -5.4e-79, np.nan, 0.11, 1e20]})
     assert as_text(frame)["x"].tolist()[:2] == ["0", "0"]

@@ -214,10 +214,10 @@ def test_identifier_columns_refused_unless_dropped(write_tiny: Writer, column: s
     [
         (
             {"units": {"crp_mg_l": "mg"}},
-            "data.units: unknown unit 'mg' for crp_mg_l. Allowed units: mg/dl, mg/l, nmol/l "
+            "data.units: unknown unit 'mg' for crp_mg_l. Allowed units: mg/dL, mg/L, nmol/L "
             "(converted to mg/L).",
         ),
-        ({"units": {"il6_pg_ml": "ng/mL"}}, "unknown unit 'ng/mL' for il6_pg_ml. Allowed units:"),
+        ({"units": {"il6_pg_ml": "pg/L"}}, "unknown unit 'pg/L' for il6_pg_ml. Allowed units:"),
         ({"units": {"age": "months"}}, "unknown unit 'months' for age. Allowed units: years"),
         ({"units": {"crp": "mg/dL"}}, "data.units names unknown canonical columns ['crp']"),
         ({"units": {"sex": "kg"}}, "data.units names columns that have no unit: ['sex']"),

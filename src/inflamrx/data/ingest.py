@@ -33,6 +33,17 @@ _IDENTIFIER_PHRASES = (
     "dateofbirth", "birthdate", "email", "phone", "medicalrecord", "address", "socialsec",
     "postcode",
 )  # fmt: skip
+# In a value (a site code) only the words that cannot also name a place count: 'NHS
+# Lothian', 'Harley Street' and 'Mobile unit' are sites.
+_VALUE_LABELS = _IDENTIFIER_TOKENS - {
+    "name", "address", "street", "postcode", "zipcode", "zip", "mobile", "nhs",
+}  # fmt: skip
+_VALUE_PATTERNS = (
+    ("an e-mail address", re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")),
+    ("a date", re.compile(r"\b(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\b")),
+    # 6+ digits written whole (record/ID number) or 8+ with separators (phone, NHS number)
+    ("a phone or record number", re.compile(r"\d{6,}|\d(?:[\s().-]*\d){7,}")),
+)
 # Below this, an XPT float is SAS's rendering of an exact zero (about 5.4e-79).
 _XPT_ZERO = 1e-70
 # pandas' own text dtype (Arrow-backed, NaN when missing): what as_text produces.
@@ -57,6 +68,19 @@ def _identifier_reason(column: str) -> str | None:
         p for p in _IDENTIFIER_PHRASES if p in squashed
     ]
     return hit[0] if hit else None
+
+
+@lru_cache(maxsize=4096)  # a site column repeats a few codes
+def identifier_in_value(value: str) -> str | None:
+    """What patient information a value looks like it holds (for a site code), or None.
+
+    A person's name alone cannot be told from a place name; with a date of birth it can.
+    """
+    for what, pattern in _VALUE_PATTERNS:
+        if pattern.search(value):
+            return what
+    labels = sorted(set(re.findall(r"[a-z]+", value.lower())) & _VALUE_LABELS)
+    return f"an identifier label ({labels[0]})" if labels else None
 
 
 def as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +200,11 @@ def _read_one(path: Path) -> SourceTable:
             with warnings.catch_warnings():
                 # pandas reads a truncated file up to where it stops: rows would be lost.
                 warnings.filterwarnings("error", message="xport file may be corrupted")
-                frame = pd.read_sas(path, format="xport")
+                try:
+                    frame = pd.read_sas(path, format="xport")
+                except StopIteration:  # pandas' way to say: not one whole observation
+                    frame = pd.DataFrame()
+            _check_xpt_complete(path, len(frame))
         else:
             raise InputError(f"{path}: unknown file type {suffix!r}; use .csv, .parquet or .xpt")
     except InputError:
@@ -184,6 +212,53 @@ def _read_one(path: Path) -> SourceTable:
     except Exception as err:  # any reader failure means the file cannot be used
         raise InputError(f"{path}: cannot be read as {suffix[1:]}: {err}") from None
     return table_from_frame(frame)
+
+
+def _check_xpt_complete(path: Path, rows_read: int) -> None:
+    """Refuse a SAS XPORT (v5) file cut short, which pandas reads in part without a word.
+
+    The format: 80-byte records; a NAMESTR record per variable (their lengths make the
+    observation length L); an OBS header; the observations back to back; blanks up to the
+    next multiple of 80 bytes. A complete file therefore ends, for some number of rows n,
+    with n * L bytes of observations plus fewer than 80 blanks. A file cut at a multiple of
+    80 bytes that falls inside an observation has no such n and is refused (other cuts make
+    pandas warn, refused above). The limit: XPORT v5 stores no observation count, so a cut
+    exactly between two observations (after a multiple of lcm(80, L) / L rows, a share
+    gcd(80, L) / L of the 80-byte cuts: every 10th row and 1 cut in 3 when L = 24 bytes)
+    leaves a complete file with fewer rows, and cannot be detected.
+    One dataset per file is assumed (pandas reads the first).
+    """
+    with path.open("rb") as f:
+        head = f.read(2_000_000)  # the headers: at most 9,999 variables of 140 bytes
+        size = f.seek(0, 2)
+        member = head.find(b"HEADER RECORD*******MEMBER  HEADER RECORD")
+        names = head.find(b"HEADER RECORD*******NAMESTR HEADER RECORD")
+        obs = head.find(b"HEADER RECORD*******OBS     HEADER RECORD")
+        data = size - (obs + 80)  # bytes after the OBS header
+        if min(member, names, obs, data) < 0:
+            raise InputError(f"{path}: the XPT file is truncated in its header")
+        n_vars, namestr = int(head[names + 54 : names + 58]), int(head[member + 74 : member + 78])
+        length = sum(
+            int.from_bytes(head[at + 4 : at + 6], "big")
+            for at in range(names + 80, names + 80 + n_vars * namestr, namestr)
+        )
+        f.seek(size - min(data, 80))
+        last = f.read()
+    if length == 0:
+        return  # no variables: no rows to lose
+    # Row counts the layout allows: fewer than 80 bytes left after n rows, all of them blank.
+    fewest = max(0, -(-(data - 79) // length))
+    counts = [
+        n
+        for n in range(data // length, fewest - 1, -1)
+        if not last[len(last) - (data - n * length) :].strip(b" ")
+    ]
+    if rows_read not in counts:
+        raise InputError(
+            f"{path}: the XPT file is truncated: it ends inside an observation, after "
+            f"{rows_read} complete observations of {length} bytes (a complete file ends with "
+            "whole observations and blank padding). Copy or download the whole file again."
+        )
 
 
 def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceTable:

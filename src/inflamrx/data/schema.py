@@ -65,6 +65,18 @@ SCALE_LABELS = {
 }
 SCALE_TOTALS = {s: ("hamd17_total" if s == "hamd17" else f"{s}_total") for s in SCALE_ITEMS}
 
+# Units a site may state in data.units -> factor to the canonical unit (matched ignoring case).
+_CYTOKINE = {"pg/mL": 1.0, "ng/L": 1.0, "ng/mL": 1000.0}
+_COUNT = {
+    "10^9/L": 1.0, "10e9/L": 1.0, "x10^9/L": 1.0, "1000 cells/uL": 1.0, "10^3/uL": 1.0,
+    "cells/uL": 0.001,
+}  # fmt: skip
+UNIT_FACTORS: dict[str, dict[str, float]] = {
+    "mg/L": {"mg/L": 1.0, "mg/dL": 10.0, "nmol/L": 1 / 9.52},  # CRP: 1 mg/L = 9.52 nmol/L
+    "pg/mL": _CYTOKINE,
+    "10^9/L": _COUNT,
+}
+
 MARKERS = (
     _n("crp_mg_l", "CRP", "mg/L", 0, None, required=True, lod=True),
     _n("il6_pg_ml", "IL-6", "pg/mL", 0, None, lod=True),

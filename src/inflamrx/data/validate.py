@@ -16,17 +16,28 @@ import pandas as pd
 import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
-from inflamrx.data.crp import CRP_ACUTE_INFECTION, CRP_BAND_LABELS, CRP_RULE_THRESHOLD, crp_band
+from inflamrx.data.crp import CRP_ACUTE_INFECTION, CRP_BAND_LABELS, crp_band
 from inflamrx.data.ingest import (
     ROW,
     SourceTable,
+    identifier_in_value,
     map_columns,
     read_sources,
     table_from_frame,
     text_column,
 )
+from inflamrx.data.names import closest_canonical
+from inflamrx.data.reference import MIN_VALUES, REFERENCES, MedianSketch, unit_problem
 from inflamrx.data.scales import score_scales
-from inflamrx.data.schema import COLUMNS, REQUIRED, ColumnSpec, Kind, cohort_schema, rule_text
+from inflamrx.data.schema import (
+    COLUMNS,
+    REQUIRED,
+    UNIT_FACTORS,
+    ColumnSpec,
+    Kind,
+    cohort_schema,
+    rule_text,
+)
 from inflamrx.data.simulate import says_synthetic
 from inflamrx.errors import InputError
 
@@ -35,14 +46,12 @@ FloatArray = npt.NDArray[np.float64]
 _LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-# Unit name (lower case) -> factor to the canonical unit, per canonical unit.
-_CYTOKINE = {"pg/ml": 1.0, "ng/l": 1.0}
-_COUNT = {"10^9/l": 1.0, "10e9/l": 1.0, "x10^9/l": 1.0, "1000 cells/ul": 1.0, "10^3/ul": 1.0}
-UNIT_FACTORS: dict[str, dict[str, float]] = {
-    "mg/L": {"mg/l": 1.0, "mg/dl": 10.0, "nmol/l": 1 / 9.52},  # CRP: 1 mg/L = 9.52 nmol/L
-    "pg/mL": _CYTOKINE,
-    "10^9/L": _COUNT,
-}
+# Written for "no value" (pandas' default na_values for read_csv), minus "None": an ordinary
+# answer ("None" smoked, no drug), not an unknown one. Matched exactly, as pandas does.
+MISSING_MARKERS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"}
+)  # fmt: skip
 # Values that are valid but unusual enough to say so (CDC/AHA: CRP > 10 mg/L, acute infection).
 UNUSUAL = {
     "crp_mg_l": (
@@ -60,10 +69,13 @@ class Problem:
     value: str
     rule: str
     check: str = "rule"  # short name of the rule broken, for counting
+    withheld: bool = False  # the value may be patient information: never quoted back
 
     def reason(self) -> str:
         if not self.column:
             return self.rule
+        if self.withheld:
+            return f"{self.column}: {self.rule}"
         shown = "(empty)" if self.value == "" else repr(self.value)
         return f"{self.column} = {shown}: {self.rule}"
 
@@ -77,8 +89,10 @@ class ValidationResult:
     accepted: pd.DataFrame  # canonical cohort, canonical dtypes
     rejected: pd.DataFrame  # source values as text + ROW + reason
     problems: list[Problem]
-    ignored_columns: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)  # resembling no canonical name
     warnings: list[str] = field(default_factory=list)
+    # Source columns not read though they look like an absent canonical one: {source: canonical}.
+    near_misses: dict[str, str] = field(default_factory=dict)
     synthetic: bool = False  # the data say they are synthetic (data.simulate.says_synthetic)
 
     @property
@@ -87,7 +101,7 @@ class ValidationResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.rejected.empty else 1
+        return 0 if self.rejected.empty and not self.near_misses else 1
 
     def reason_counts(self) -> pd.Series:
         keys = [f"{p.column or 'line'}: {p.check}" for p in self.problems]
@@ -95,10 +109,10 @@ class ValidationResult:
 
 
 def _convert_units(values: FloatArray, spec: ColumnSpec, unit: str) -> FloatArray:
-    factors = UNIT_FACTORS.get(spec.unit, {spec.unit.lower(): 1.0})
-    factor = factors.get(unit.strip().lower())
+    factors = UNIT_FACTORS.get(spec.unit, {spec.unit: 1.0})
+    factor = {u.lower(): f for u, f in factors.items()}.get(unit.strip().lower())
     if factor is None:
-        allowed = sorted({u for u in factors}) if spec.unit in UNIT_FACTORS else [spec.unit]
+        allowed = sorted(factors, key=str.lower)
         raise InputError(
             f"data.units: unknown unit {unit!r} for {spec.name}. Allowed units: "
             f"{', '.join(allowed)} (converted to {spec.unit})."
@@ -117,15 +131,32 @@ class _Checker:
         self.problems: dict[int, list[Problem]] = {}
         self.bad_cells: set[tuple[int, str]] = set()
 
-    def add(self, pos: int, column: str, value: object, rule: str, check: str) -> None:
-        if column in self.text and isinstance(self.text[column].iloc[pos], str):
+    def add(
+        self, pos: int, column: str, value: object, rule: str, check: str, withheld: bool = False
+    ) -> None:
+        if withheld:
+            value = None
+        elif column in self.text and isinstance(self.text[column].iloc[pos], str):
             value = self.text[column].iloc[pos]
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))  # a typed 75.0 is quoted as a site would write it: '75'
-        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check)
+        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check, withheld)
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
+
+    def site(self, text: pd.Series) -> pd.Series:
+        """Site codes; one that looks like patient information rejects its row, unquoted."""
+        codes, values = pd.factorize(text)
+        looks = [identifier_in_value(v) for v in values]
+        for pos in np.flatnonzero(codes >= 0):
+            if what := looks[codes[pos]]:
+                rule = (
+                    "site must be a site code, not patient information "
+                    f"(it looks like {what}); the value is not shown"
+                )
+                self.add(int(pos), "site", None, rule, "looks like patient information", True)
+        return text
 
     def number(self, text: pd.Series, spec: ColumnSpec) -> FloatArray:
         """float64 values; NaN where missing, and where not a number (with a Problem)."""
@@ -208,16 +239,20 @@ def _check_keyed_options(data: DataConfig) -> None:
         raise InputError(f"data.units names columns that have no unit: {unitless}")
 
 
-def _apply_missing_codes(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+def _apply_missing(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    """MISSING_MARKERS in any text column, and a site's data.missing_codes, become missing."""
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
-    for col, codes in data.missing_codes.items():
-        if col not in out:
-            continue
-        as_number = pd.to_numeric(out[col], errors="coerce")
-        numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
-        text_codes = [str(c) for c in codes]
-        hit = as_number.isin(numeric_codes) | out[col].isin(text_codes)
-        out[col] = out[col].where(~hit)
+    for col, values in frame.items():
+        # A typed float column (a served record) says missing with NaN: no marker to look for.
+        hit = None if pd.api.types.is_float_dtype(values) else values.isin(MISSING_MARKERS)
+        codes = data.missing_codes.get(str(col))
+        if codes:
+            as_number = pd.to_numeric(values, errors="coerce")
+            numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
+            coded = as_number.isin(numeric_codes) | values.isin([str(c) for c in codes])
+            hit = coded if hit is None else hit | coded
+        if hit is not None and hit.any():
+            out[col] = values.where(~hit)
     return out
 
 
@@ -269,7 +304,21 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
             out[name] = checker.category(text, spec)
         else:
             out[name] = text.str.strip()
+            if name == "site":
+                out[name] = checker.site(out[name])
     return pd.DataFrame(out, index=frame.index, copy=False)
+
+
+def _check_units(parsed: pd.DataFrame, data: DataConfig) -> None:
+    """Refuse a marker whose cohort median says its unit is wrong, unless data.units states it."""
+    for col in parsed.columns.intersection(list(REFERENCES)).difference(list(data.units)):
+        values = parsed[col].to_numpy(dtype=np.float64)
+        if np.count_nonzero(~np.isnan(values)) < MIN_VALUES:
+            continue  # a single served record costs no histogram
+        sketch = MedianSketch()
+        sketch.add(values)
+        if problem := unit_problem(str(col), sketch):
+            raise InputError(problem)
 
 
 def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray[np.bool_]:
@@ -332,15 +381,21 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         raise InputError("the input has a header but no data rows")
     _check_keyed_options(data)
     mapped, ignored = map_columns(source, data)
+    # A near miss of a column already read is an extra column, not a lost one.
+    near = {c: to for c in ignored if (to := closest_canonical(c)) and to not in mapped.columns}
+    ignored = [c for c in ignored if c not in near]
     absent = [c for c in REQUIRED if c not in mapped.columns]
     if absent:
+        hints = "".join(f" {_near_miss_text(c, to)}." for c, to in near.items() if to in absent)
         raise InputError(
             f"required columns are missing: {absent}. Map them with data.columns "
-            f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}"
+            f"(canonical name: source column). Columns found: {sorted(source.raw.columns)[:40]}."
+            + hints
         )
     checker = _Checker(mapped, source.rows)
-    text = _apply_recode(_apply_missing_codes(mapped, data), data)
+    text = _apply_recode(_apply_missing(mapped, data), data)
     parsed = _parse(text, checker, data)
+    _check_units(parsed, data)
     scored, clashes = score_scales(parsed)
     for pos, clashing in clashes.items():
         for column, message in clashing:
@@ -355,6 +410,10 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     dropped = [c for c in data.drop if c in source.raw]
     rejected = source.raw.drop(columns=dropped) if dropped else source.raw
     rejected = rejected[bad] if bad.any() else rejected.iloc[:0]
+    withheld = [pos for pos, found in checker.problems.items() if any(p.withheld for p in found)]
+    if withheld:  # the source value may be patient information: not in this file either
+        site = data.columns.get("site", "site")
+        rejected.loc[rejected.index.isin(withheld), site] = "(not shown)"
     renames = _renames_for_output(list(rejected.columns))
     if renames:
         rejected = rejected.rename(columns=renames)
@@ -371,11 +430,21 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         problems += [
             Problem(r, None, "", "", w, "wrong number of fields") for r, w in source.malformed
         ]
-    warnings = []
+    warnings = [
+        f"source column {_near_miss_text(c, to)}, rename it, or list it under data.drop; "
+        "until then it is not read"
+        for c, to in near.items()
+    ]
     for col, (limit, what) in UNUSUAL.items():
         if col in accepted and (n := int((accepted[col] > limit).sum())):
             warnings.append(f"{n} accepted rows with {what}")
-    return ValidationResult(accepted, rejected.reset_index(drop=True), problems, ignored, warnings)
+    return ValidationResult(
+        accepted, rejected.reset_index(drop=True), problems, ignored, warnings, near
+    )
+
+
+def _near_miss_text(source: str, canonical: str) -> str:
+    return f"{source!r} looks like {canonical}: map it with data.columns: {{{canonical}: {source}}}"
 
 
 def _renames_for_output(columns: list[str]) -> dict[str, str]:
@@ -403,25 +472,10 @@ def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> Valid
     return validate_source(table_from_frame(frame, keep_numbers=True), data or DataConfig())
 
 
-# Reference ranges for the summary: (low, high, source).
-MARKER_REFERENCE: dict[str, tuple[float, float, str]] = {
-    "crp_mg_l": (
-        0.0,
-        CRP_RULE_THRESHOLD,
-        "< 3 mg/L low/average risk (AHA/CDC); > 3 in ~27% of depressed patients",
-    ),
-    "il6_pg_ml": (0.0, 1.9, "healthy about 0.9 +/- 0.5 pg/mL (Thompson 2012)"),
-    "tnf_alpha_pg_ml": (0.0, 8.1, "typical hs assay range"),
-    "wbc_10e9_l": (4.0, 11.0, "adult laboratory range"),
-    "neutrophils_10e9_l": (2.0, 7.5, "adult laboratory range"),
-    "lymphocytes_10e9_l": (1.0, 4.0, "adult laboratory range"),
-}
-
-
 def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
     """Distribution of each marker present, against its reference range."""
     rows = []
-    for col, (low, high, source) in MARKER_REFERENCE.items():
+    for col, ref in REFERENCES.items():
         if col not in cohort or cohort[col].notna().sum() == 0:
             continue
         v = cohort[col].dropna()
@@ -432,9 +486,9 @@ def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
                 "median": v.median(),
                 "q1": v.quantile(0.25),
                 "q3": v.quantile(0.75),
-                "% above reference": 100 * float((v > high).mean()),
-                "% below reference": 100 * float((v < low).mean()),
-                "reference": source,
+                "% above reference": 100 * float((v > ref.high).mean()),
+                "% below reference": 100 * float((v < ref.low).mean()),
+                "reference": ref.range_source,
             }
         )
     return pd.DataFrame(rows)
