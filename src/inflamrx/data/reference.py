@@ -84,9 +84,9 @@ class MedianSketch:
     def add(self, values: npt.ArrayLike) -> None:
         v = np.asarray(values, dtype=np.float64)
         v = v[~np.isnan(v)]
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):  # log10 of zero, negatives; -inf divided
             logs = np.nan_to_num(np.log10(v), nan=-np.inf)  # zero and negatives: bin 0
-        bins = np.clip(np.floor((logs - _LOW) / _WIDTH), -1, _BINS) + 1
+            bins = np.clip(np.floor((logs - _LOW) / _WIDTH), -1, _BINS) + 1
         self.counts += np.bincount(bins.astype(np.int64), minlength=_BINS + 2)
 
     @property
