@@ -70,8 +70,8 @@ REFERENCES: dict[str, Reference] = {
 
 MIN_VALUES = 20  # fewer values say too little about a cohort's median
 
-# log10 bin edges 0.0025 decades (0.6%) wide, 1e-6 to 1e6: a median to within 0.3%.
-_EDGES = np.linspace(-6.0, 6.0, 4801)
+# log10 bins 0.0025 decades (0.6%) wide from 1e-6 to 1e6: a median to within 0.3%.
+_LOW, _WIDTH, _BINS = -6.0, 0.0025, 4800
 
 
 class MedianSketch:
@@ -79,14 +79,16 @@ class MedianSketch:
     so that a chunked reader can judge a column it never holds whole."""
 
     def __init__(self) -> None:
-        self.counts = np.zeros(len(_EDGES) + 1, dtype=np.int64)
+        # Bin 0: zero, negatives and below 1e-6; bin _BINS + 1: above 1e6.
+        self.counts = np.zeros(_BINS + 2, dtype=np.int64)
 
     def add(self, values: npt.ArrayLike) -> None:
         v = np.asarray(values, dtype=np.float64)
         v = v[~np.isnan(v)]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.nan_to_num(np.log10(v), nan=-np.inf)  # zero and negatives: bottom bin
-        self.counts += np.bincount(np.searchsorted(_EDGES, logs), minlength=len(self.counts))
+        with np.errstate(all="ignore"):  # log10 of zero, negatives; -inf divided
+            logs = np.nan_to_num(np.log10(v), nan=-np.inf)  # zero and negatives: bin 0
+            bins = np.clip(np.floor((logs - _LOW) / _WIDTH), -1, _BINS) + 1
+        self.counts += np.bincount(bins.astype(np.int64), minlength=_BINS + 2)
 
     @property
     def n(self) -> int:
@@ -96,8 +98,7 @@ class MedianSketch:
         middle = int(np.searchsorted(np.cumsum(self.counts), (self.n + 1) / 2))
         if middle == 0:
             return 0.0  # below 1e-6: zero for any marker
-        top = min(middle, len(_EDGES) - 1)
-        return float(10 ** ((_EDGES[top - 1] + _EDGES[top]) / 2))
+        return float(10 ** (_LOW + (min(middle, _BINS) - 0.5) * _WIDTH))
 
 
 def unit_problem(column: str, sketch: MedianSketch) -> str | None:
