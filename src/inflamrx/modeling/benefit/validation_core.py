@@ -119,7 +119,7 @@ def check_inputs(
         )
     ben = _check_numbers(benefit, "benefit", n)
     _check_range(ben, "benefit", -1.0, 1.0)
-    probs = []
+    probs: list[FloatArray | None] = []
     for name, p in (("p_treated", p_treated), ("p_control", p_control)):
         if p is None:
             probs.append(None)

@@ -153,7 +153,7 @@ def benefit_groups(
         off = part[~part["t"]]
         rows.append(
             {
-                "group": int(g),  # type: ignore[call-overload]
+                "group": int(g),
                 "n_treated": len(on),
                 "n_control": len(off),
                 "responders_treated": int(on["y"].sum()),
@@ -350,7 +350,7 @@ def _logistic_newton(
             break
         beta = beta + step
         if np.max(np.abs(step)) < tol:
-            cov = np.linalg.inv(info)
+            cov = np.asarray(np.linalg.inv(info), dtype=np.float64)
             # Separation shows as coefficients running off with vast variances.
             if np.all(np.isfinite(cov)) and np.max(np.abs(beta)) < 15:
                 return beta, cov, True
