@@ -516,7 +516,11 @@ def _with_messages(v: BenefitValidation) -> BenefitValidation:
             f"difference {d.estimate:+.3f} ({level} {d.ci_low:+.3f} to {d.ci_high:+.3f})."
         )
     c = v.model.c_for_benefit
-    if np.isfinite(c.ci_low) and c.ci_low <= 0.5 <= c.ci_high:
+    if not np.isfinite(c.estimate):
+        messages.append(
+            "C-for-benefit is not estimable: no two matched pairs differ in observed benefit."
+        )
+    elif np.isfinite(c.ci_low) and c.ci_low <= 0.5 <= c.ci_high:
         messages.append(
             f"C-for-benefit {c.estimate:.2f} ({level} {c.ci_low:.2f} to {c.ci_high:.2f}) "
             "does not exclude 0.5 (no better than chance at ordering benefit)."
