@@ -28,7 +28,7 @@ and left out of :meth:`BenefitValidation.as_metrics`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -527,4 +527,4 @@ def _with_messages(v: BenefitValidation) -> BenefitValidation:
         )
     if v.interaction is not None and not v.interaction.converged:
         messages.append(v.interaction.message)
-    return BenefitValidation(**{**v.__dict__, "messages": tuple(messages)})
+    return replace(v, messages=tuple(messages))
