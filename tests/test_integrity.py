@@ -305,7 +305,7 @@ def test_serve_runs_a_verified_copy_with_pickle_off_and_writes_nothing_into_the_
     trained: TrainResult, exported: Path, patients: Path, workspace: Path, tmp_path: Path
 ) -> None:
     command, env = serve_command(str(exported), "127.0.0.1", 5000)
-    served = Path(command[command.index("-m") + 1])
+    served = Path(command[command.index("serve") + 2])  # mlflow models serve -m FOLDER
     assert served != exported and file_manifest(served) == file_manifest(exported)
     assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
