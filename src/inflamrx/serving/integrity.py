@@ -125,19 +125,25 @@ def _manifest_holder(model_uri: str) -> tuple[str, tuple[str, ...]]:
     )
 
 
-def _recorded(model_uri: str) -> dict[str, str] | None:
-    """The manifest recorded for ``model_uri``; None when it has none (models of 0.1.0)."""
+def _recorded(model_uri: str) -> tuple[dict[str, str] | None, str]:
+    """The manifest recorded for ``model_uri`` (None when it has none: models of 0.1.0), and
+    the URI to download the very files it describes (an alias resolved to its version once)."""
     if (folder := _local_folder(model_uri)) is not None:
         file = folder / MANIFEST_FILE
-        return _decode(file.read_text(encoding="utf-8"), str(file)) if file.is_file() else None
+        text = file.read_text(encoding="utf-8") if file.is_file() else None
+        return (_decode(text, str(file)) if text is not None else None), model_uri
     holder, key = _manifest_holder(model_uri)
     client = _client()
-    if holder == "version":
-        tags = client.get_model_version(*key).tags
-    else:
-        tags = client.get_logged_model(key[0]).tags
+    try:
+        if holder == "version":
+            tags = client.get_model_version(*key).tags
+            model_uri = f"models:/{key[0]}/{key[1]}"
+        else:
+            tags = client.get_logged_model(key[0]).tags
+    except Exception as err:  # an unknown name, version or model id
+        raise IntegrityError(f"cannot find the model {model_uri!r}: {err}") from None
     text = (tags or {}).get(MANIFEST_TAG)
-    return _decode(text, model_uri) if text is not None else None
+    return (_decode(text, model_uri) if text is not None else None), model_uri
 
 
 def _mismatch(expected: Mapping[str, str], found: Mapping[str, str]) -> list[str]:
@@ -193,10 +199,10 @@ def verify_model(model_uri: str, dest: Path) -> Path:
     recorded manifest; return the copy's folder (holding ``MANIFEST_FILE``), the only thing to
     load or serve. Nothing of the model is imported here."""
     mlflow.set_tracking_uri(tracking_uri())
-    expected = _recorded(model_uri)
+    expected, files_uri = _recorded(model_uri)
     if expected is None:
         raise _no_manifest(model_uri)
-    local = _fetch(model_uri, dest)
+    local = _fetch(files_uri, dest)
     (local / REGISTRY_NOTE).unlink(missing_ok=True)
     if any(p.is_symlink() for p in local.rglob("*")):
         raise IntegrityError(f"the model {model_uri!r} holds a symbolic link; refusing to load it")
@@ -228,7 +234,7 @@ def trust_model(model_uri: str) -> str:
     """Record a manifest for a model that has none (0.1.0), after the structural check; return
     where it was recorded. A model that already has one is never re-hashed."""
     mlflow.set_tracking_uri(tracking_uri())
-    if _recorded(model_uri) is not None:
+    if _recorded(model_uri)[0] is not None:
         raise IntegrityError(f"the model {model_uri!r} already has an integrity manifest")
     with tempfile.TemporaryDirectory() as tmp:
         local = _fetch(model_uri, Path(tmp))
