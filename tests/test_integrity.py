@@ -302,7 +302,7 @@ def test_the_manifest_is_recorded_in_the_registry_and_the_exported_folder(
 
 
 def test_serve_runs_a_verified_copy_with_pickle_off_and_writes_nothing_into_the_model(
-    trained: TrainResult, exported: Path, patients: Path, workspace: Path, tmp_path: Path
+    trained: TrainResult, exported: Path, patients: Path, tmp_path: Path
 ) -> None:
     command, env = serve_command(str(exported), "127.0.0.1", 5000)
     served = Path(command[command.index("serve") + 2])  # mlflow models serve -m FOLDER
@@ -316,7 +316,9 @@ def test_serve_runs_a_verified_copy_with_pickle_off_and_writes_nothing_into_the_
     expected = pd.read_csv(tmp_path / "p.csv")["response_probability"].to_numpy()
     port = free_port()
     cli = [str(Path(BIN) / "inflamrx"), "serve", "--model", str(exported), "--port", str(port)]
-    proc, url = start_server(cli, port, tmp_path / "server.log")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # as a user's shell has it
+        proc, url = start_server(cli, port, tmp_path / "server.log")
     try:
         accepted = validate_frame(pd.read_csv(patients)).accepted
         records = accepted.drop(columns=[c for c in accepted if c in OUTCOME_COLUMNS]).head(3)
