@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def trained(workspace: Path) -> TrainResult:
-    return train(load_config(None, quick_training(workspace, "integ") | {"report.enabled": False}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "dont_write_bytecode", False)  # as a user's Python runs
+        config = load_config(None, quick_training(workspace, "integ") | {"report.enabled": False})
+        return train(config)
 
 
 @pytest.fixture(scope="module")
@@ -299,6 +303,7 @@ def test_the_manifest_is_recorded_in_the_registry_and_the_exported_folder(
     assert json.loads((exported / MANIFEST_FILE).read_text()) == recorded == file_manifest(exported)
     assert {"MLmodel", "inflamrx_model.py", "code/inflamrx/__init__.py"} <= set(recorded)
     assert all(len(h) == 64 for h in recorded.values())
+    assert not [p for p in recorded if "__pycache__" in p]  # no bytecode logged as model files
 
 
 def test_serve_runs_a_verified_copy_with_pickle_off_and_writes_nothing_into_the_model(

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -275,6 +276,17 @@ def serving_env(folder: Path) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "SERVING_MODEL_CONFIG": json.dumps(verified_config(folder)),
     }
+
+
+@contextmanager
+def no_bytecode() -> Iterator[None]:
+    """No ``__pycache__`` written while a model folder's code is imported in this process."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 @contextmanager

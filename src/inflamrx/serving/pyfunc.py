@@ -61,7 +61,7 @@ from inflamrx.serving.artifacts import (
     load_artifacts,
     save_artifacts,
 )
-from inflamrx.serving.integrity import VERIFIED_KEY, is_verified, record_manifest
+from inflamrx.serving.integrity import VERIFIED_KEY, is_verified, no_bytecode, record_manifest
 
 _log = logging.getLogger(__name__)
 PACKAGE_FOLDER = Path(__file__).resolve().parents[1]  # travels with the model (code_paths)
@@ -310,20 +310,23 @@ def log_model(
         artifacts = save_artifacts(model, settings, folder / MODEL_ARTIFACT)
         code = folder / MODEL_CODE
         code.write_text(_MODEL_CODE_TEXT)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            artifacts=artifacts,
-            # The package travels with the model, so a served copy imports this very code.
-            code_paths=[str(PACKAGE_FOLDER)],
-            signature=signature(settings.top_factors),
-            input_example=input_example(),
-            pip_requirements=pip_requirements(),
-            metadata=metadata,
-            # A key a loader may override: only keys logged here reach load_context.
-            model_config={VERIFIED_KEY: ""},
-            registered_model_name=registered_model_name,
-        )
+        # MLflow loads the saved model to check the input example before uploading it: with
+        # bytecode writing on, a __pycache__ of the model code would be logged as a model file.
+        with no_bytecode():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code),
+                artifacts=artifacts,
+                # The package travels with the model, so a served copy imports this very code.
+                code_paths=[str(PACKAGE_FOLDER)],
+                signature=signature(settings.top_factors),
+                input_example=input_example(),
+                pip_requirements=pip_requirements(),
+                metadata=metadata,
+                # A key a loader may override: only keys logged here reach load_context.
+                model_config={VERIFIED_KEY: ""},
+                registered_model_name=registered_model_name,
+            )
     version = info.registered_model_version
     registered = (
         (registered_model_name, str(version)) if registered_model_name and version else None
