@@ -471,6 +471,18 @@ def serve(
     os.execvpe(command[0], command, env)
 
 
+@app.command("trust-model")
+@handles_input_errors
+def trust_model(model: ModelOpt) -> None:
+    """Record the SHA-256 manifest of a model that has none (logged by release 0.1.0): only
+    for a model whose source you trust; predict, explain, serve and export check it."""
+    from inflamrx.serving.integrity import trust_model as run_trust
+
+    _quiet_libraries()
+    where = run_trust(model)
+    out.print(f"recorded the manifest of {model} in {where}", markup=False, highlight=False)
+
+
 @app.command()
 @handles_input_errors
 def promote(
