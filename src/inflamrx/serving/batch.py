@@ -12,8 +12,8 @@ from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
+from inflamrx.serving.lookup import model_info
 from inflamrx.serving.pyfunc import ResponseModel, decide
-from inflamrx.tracking.store import tracking_uri
 
 
 @dataclass
@@ -38,14 +38,10 @@ def load_model(model_uri: str) -> LoadedModel:
     """The model behind a model URI. Models are logged as the serving pyfunc
     (``inflamrx.serving.pyfunc.ResponseModel``); loading it checks every artifact against the
     trusted types."""
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    info = model_info(model_uri)
     try:
-        # The MLmodel file itself: get_model_info would also look the model up in the tracking
-        # store, which an exported folder on another machine is not in.
-        info = mlflow.models.Model.load(model_uri)
         python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except Exception as err:  # an unknown URI, a missing run, a damaged or untrusted artifact
+    except Exception as err:  # a damaged or untrusted artifact
         raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
     if not isinstance(python_model, ResponseModel):
         raise InputError(
