@@ -414,10 +414,13 @@ def predict(
     ] = None,
 ) -> None:
     """Score patients with a logged model, through the same data contract as training."""
-    from inflamrx.serving.batch import predict as run_predict
+    from inflamrx.serving.lookup import model_info
 
     _quiet_libraries()
     cfg = _config(config, data, sets)
+    model_info(model)  # an unknown model is refused before the modelling stack is imported
+    from inflamrx.serving.batch import predict as run_predict
+
     result = run_predict(model, cfg.data)
     write_table(result.predictions, out_path)
     if rejected is not None:
