@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ def test_a_study_made_for_another_config_is_refused(
 def _search(tmp_path: Path, config: Config, data: PreparedCohort, name: str, n: int) -> Any:
     storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}", heartbeat_s=1)
     study = create_study(storage, name, fingerprint(config, data.digest), config)
-    search_here(study, data, config, n, deadline=None, n_existing=0, worker=0)
+    search_here(study, data, config, n, None, n_existing=0, worker=0, since=datetime.now())
     return optuna.load_study(study_name=name, storage=storage)
 
 
