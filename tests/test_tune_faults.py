@@ -151,7 +151,8 @@ def test_killed_right_after_trial_creation_is_retried_not_counted(workspace: Pat
     second = _tune(workspace, study)
     summary, trials, parents = _assert_whole(workspace, study, second)
     assert retried(trials) == {2} and trials[2].state == TrialState.FAIL
-    assert count_trials(trials, TRIALS).retried == 1 and summary["n_failed"] == 0
+    assert count_trials(trials, TRIALS).retried == summary["n_killed_and_retried"] == 1
+    assert summary["n_failed"] == 0
     assert len(trials) == TRIALS + 1 and len(parents) == 1
 
 

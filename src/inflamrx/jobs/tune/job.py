@@ -105,6 +105,7 @@ class TuneResult:
                 "n_complete": self.counts.complete,
                 "n_pruned": self.counts.pruned,
                 "n_failed": self.counts.failed,
+                "n_killed_and_retried": self.counts.retried,
                 "best_trial": self.best_trial,
                 "best_params": self.best_params,
                 "best_cv_auroc": self.best_cv_auroc,
