@@ -105,6 +105,7 @@ def _assert_whole(workspace: Path, study: str, done: subprocess.CompletedProcess
     )
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {finished[0].info.run_id}
     assert all(r.info.status == "FINISHED" and r.data.params for r in children)
+    assert not [r for r in children if "ended_by" in r.data.tags]
     assert len(_versions(workspace, runs)) == 1
     return summary, trials, parents
 

@@ -2,9 +2,10 @@
 
 A tune job can be killed while it logs. The next job of the study ends the runs it left
 RUNNING as KILLED (``end_killed_runs``), and logs each trial once (``log_trial_runs``): a
-trial's child run is complete when it carries the ``optuna_logged`` tag (logged with its data in
-one batch); a half-logged one is completed in place, and complete ones whose parent job did not
-finish move under the job that does. ``finished_job`` finds the job that already logged and
+trial's child run is complete when it carries the ``optuna_logged`` tag (logged with its data
+in one batch; runs of earlier releases: when they ended by themselves); a half-logged one is
+completed in place, and complete ones whose parent job did not finish move under the job that
+does. ``finished_job`` finds the job that already logged and
 registered the study as it stands, so re-running a finished study registers nothing new.
 """
 
@@ -88,6 +89,13 @@ def finished_job(
     return None
 
 
+def _logged(run: Any) -> bool:
+    """A complete child run: tagged so with its data, or ended by an earlier release (which
+    did not tag), not by ``end_killed_runs``."""
+    tags = run.data.tags
+    return "optuna_logged" in tags or (run.info.status != "RUNNING" and "ended_by" not in tags)
+
+
 def log_trial_runs(
     client: Any,
     experiment_id: str,
@@ -103,7 +111,7 @@ def log_trial_runs(
     children: dict[int, Any] = {}
     for run in runs_of_study(client, experiment_id, study):
         number = run.data.tags.get("optuna_trial")
-        if number is not None and (int(number) not in children or "optuna_logged" in run.data.tags):
+        if number is not None and (int(number) not in children or _logged(run)):
             children[int(number)] = run
     parents = {r.data.tags.get("mlflow.parentRunId") for r in children.values()} - {parent_id}
     unfinished = {p for p in parents if p and client.get_run(p).info.status != "FINISHED"}
@@ -112,7 +120,7 @@ def log_trial_runs(
         if t.state not in _RUN_STATUS or t.number in skip:
             continue  # still running on another machine: logged by the job that sees it end
         found = children.get(t.number)
-        if found is not None and "optuna_logged" in found.data.tags:
+        if found is not None and _logged(found):
             if found.data.tags.get("mlflow.parentRunId") in unfinished:
                 client.set_tag(found.info.run_id, "mlflow.parentRunId", parent_id)
             continue
@@ -123,6 +131,8 @@ def log_trial_runs(
             tags["error"] = str(t.user_attrs.get("error", _NO_HEARTBEAT))
         if found is not None:  # half logged by a killed job: completed in place
             run_id = found.info.run_id
+            if "ended_by" in found.data.tags:  # it ends with its trial's status below
+                client.delete_tag(run_id, "ended_by")
             for key, value in tags.items():
                 client.set_tag(run_id, key, value)
         else:
