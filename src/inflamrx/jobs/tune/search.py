@@ -8,7 +8,7 @@ RUNNING, except a FAIL that the heartbeat queued again (a killed trial, see ``st
 trial that raised counts, a killed one is run again under a new number with the same
 parameters, and its retry counts instead. A RUNNING trial is in flight in another worker or was
 left by a killed process, which the heartbeat fails and queues again after the grace period; a
-job waits (at most one grace period) for those an earlier job left, so it ends with the study
+job waits (at most seven heartbeats) for those an earlier job left, so it ends with the study
 complete. Restarting a killed tune with the same ``--study`` therefore continues where it
 stopped. Several workers checking the budget within the same few milliseconds can overshoot it
 by at most ``workers - 1`` trials (the check and the creation of a trial are not one
@@ -254,7 +254,7 @@ def run_search(
 ) -> None:
     """Run trials in this process until the study counts ``n_trials`` trials or the deadline
     (seconds since the epoch) passes. Trials left RUNNING by a process killed before ``since``
-    (this job's start) are waited for, at most one grace period past the budget: the heartbeat
+    (this job's start) are waited for, at most seven heartbeats past the budget: the heartbeat
     fails and queues them again, and they are run here."""
     heartbeat = objective.config.tuning.heartbeat_s
     budget = _Budget(n_trials, on_counts)
@@ -277,7 +277,7 @@ def run_search(
             continue
         left = [t for t in trials if t.state == TrialState.RUNNING and t.datetime_start
                 and t.datetime_start < since]  # fmt: skip
-        wait_until = wait_until or time.time() + 4 * heartbeat
+        wait_until = wait_until or time.time() + 7 * heartbeat  # > 6 beats: see storage
         if not left or time.time() > wait_until:
             return  # what is left RUNNING now is alive (another machine's)
         time.sleep(min(1.0, heartbeat))

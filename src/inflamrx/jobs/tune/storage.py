@@ -10,7 +10,7 @@ process was killed) is failed and queued again with the same parameters (Optuna'
 ``RetryHeartbeatStaleTrialCallback``, the successor of ``RetryFailedTrialCallback``), so a kill
 costs the trial, not a place in the budget. Optuna ignores a trial with no heartbeat row yet
 (killed between its creation and its first beat); here it is stale once the grace period has
-passed since its start, so one just started by another machine is left alone.
+passed twice since its start, so one just started by another machine is left alone.
 """
 
 from __future__ import annotations
@@ -126,7 +126,9 @@ class _Storage(optuna.storages.RDBStorage):
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # Optuna's own rule (last beat older than the grace period, in database time) plus
-        # trials that never beat, from their start (this machine's clock), in one query.
+        # trials that never beat, from their start (this machine's clock), in one query. Those
+        # get twice the grace: before its first beat a trial is also sampled, and a loaded
+        # machine is slow to write (a live trial failed here would be lost).
         assert self.grace_period is not None  # open_storage sets it
         grace = timedelta(seconds=self.grace_period)
         stale: list[int] = []
@@ -144,7 +146,7 @@ class _Storage(optuna.storages.RDBStorage):
                 if trial.heartbeats:
                     silent = db_now.replace(tzinfo=None) - trial.heartbeats[0].heartbeat
                 elif trial.datetime_start is not None:
-                    silent = datetime.now() - trial.datetime_start
+                    silent = (datetime.now() - trial.datetime_start) / 2
                 else:
                     continue
                 if silent > grace:
@@ -154,7 +156,7 @@ class _Storage(optuna.storages.RDBStorage):
 
 def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     """The RDB storage with a heartbeat: a trial whose process stops beating for three
-    intervals (SIGKILL, power loss), or that never beat for three intervals after its start,
+    intervals (SIGKILL, power loss), or that never beat for six intervals after its start,
     is marked FAIL and queued again (at most ``MAX_RETRIES`` times) before the next trial
     starts."""
     from sqlalchemy.exc import SQLAlchemyError
