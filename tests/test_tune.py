@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from inflamrx.config import Config, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.tune.job import TuneResult, tune
-from inflamrx.jobs.tune.search import search_here
+from inflamrx.jobs.tune.search import counted, retried, search_here
 from inflamrx.jobs.tune.storage import (
     TuneOptions,
     check_options,
@@ -151,7 +152,7 @@ def test_a_study_made_for_another_config_is_refused(
 def _search(tmp_path: Path, config: Config, data: PreparedCohort, name: str, n: int) -> Any:
     storage = open_storage(f"sqlite:///{tmp_path / 'search.db'}", heartbeat_s=1)
     study = create_study(storage, name, fingerprint(config, data.digest), config)
-    search_here(study, data, config, n, deadline=None, n_existing=0, worker=0)
+    search_here(study, data, config, n, None, n_existing=0, worker=0, since=datetime.now())
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -304,15 +305,19 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(workspace: Path) -> None
     assert second.returncode == 0, err.decode()[-3000:]
     summary = json.loads(out.decode().strip().splitlines()[-1])
     trials = optuna.load_study(study_name="killed", storage=storage).trials
-    assert summary["n_trials"] == len(trials) == 12  # budget exact: nothing run twice
-    assert [t.number for t in trials] == list(range(12))
+    again = retried(trials)
+    assert len(again) <= 1  # the trial the kill interrupted, if it fell inside one
+    assert summary["n_trials"] == len(counted(trials)) == 12  # budget exact
+    assert len(trials) == 12 + len(again)
+    assert [t.number for t in trials] == list(range(len(trials)))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in trials)
     for number, before in finished.items():  # no finished trial lost or changed
         t = trials[number]
         assert (t.state.name, t.value, t.params) == before
-    for t in trials:  # a trial the kill interrupted is failed by the heartbeat, not re-run
-        if t.state == TrialState.FAIL:
-            assert "error" not in t.user_attrs
+    for number in again:  # failed by the heartbeat, then run again with its parameters
+        assert trials[number].state == TrialState.FAIL and "error" not in trials[number].user_attrs
+        retry = next(t for t in trials if t.system_attrs.get("failed_trial") == number)
+        assert retry.params == trials[number].params and retry.state != TrialState.FAIL
 
 
 def test_two_workers_share_a_postgresql_study(workspace: Path, postgres_url: str) -> None:

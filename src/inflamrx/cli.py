@@ -382,6 +382,15 @@ def print_tuning(result: Any) -> None:
     out.print(
         f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
     )
+    if result.earlier is not None:  # the study as it stands was finished by an earlier job
+        e = result.earlier
+        out.print(
+            f"already logged and registered by run {e['run_id']} (version "
+            f"{e['registered_version']}); nothing refitted or registered again: give a larger "
+            "--trials to continue the study"
+        )
+        print_warnings(result.warnings)
+        return
     if n is None:  # --search-only
         out.print(
             "search only: the job that started the study estimates, refits and registers "

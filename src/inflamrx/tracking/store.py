@@ -64,9 +64,12 @@ def standard_tags(data_digest: str, synthetic: bool) -> dict[str, str]:
 
 
 @contextmanager
-def tracked_run(experiment_id: str, run_name: str) -> Iterator[mlflow.ActiveRun]:
-    """A run that ends FAILED, with the error as a tag, when the job raises."""
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+def tracked_run(
+    experiment_id: str, run_name: str, tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A run (with ``tags`` from its creation) that ends FAILED, with the error as a tag, when
+    the job raises."""
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             yield run
         except BaseException as exc:

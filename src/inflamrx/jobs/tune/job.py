@@ -9,7 +9,10 @@ evaluates it once on the held-out test set and logs and registers it, as ``train
 Tracking. One parent MLflow run per tune job. After the search the parent logs one child run
 per finished trial of the study (params, fold scores, state, duration, error), so trials from
 other machines and from earlier, killed jobs appear too, and workers never write to MLflow
-concurrently. Optuna's deprecated ``MLflowCallback`` is not used.
+concurrently. Optuna's deprecated ``MLflowCallback`` is not used. Runs a killed job left
+RUNNING are ended (KILLED) by the next job of the study, each trial is logged once across jobs,
+and a study that a finished job already logged and registered as it stands is not refitted or
+registered again (see ``tracking.studies``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from inflamrx.jobs.tune.search import (
     TrialCounts,
     count_trials,
     final_config,
-    settle,
+    retried,
     task_splits,
 )
 from inflamrx.jobs.tune.storage import (
@@ -59,7 +62,12 @@ from inflamrx.modeling.kinds.base import fit_model
 from inflamrx.modeling.splits import PreparedCohort, prepare
 from inflamrx.reporting.figures import save_tuning_plots
 from inflamrx.tracking.store import tracked_run, use_experiment
-from inflamrx.tracking.studies import log_trial_runs, trial_table
+from inflamrx.tracking.studies import (
+    end_killed_runs,
+    finished_job,
+    log_trial_runs,
+    trial_table,
+)
 
 
 @dataclass
@@ -77,6 +85,9 @@ class TuneResult:
     train: TrainResult | None  # the refitted, evaluated, registered model; None with search_only
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Run id, model URI, version and AUROCs of the earlier job that finished this very study
+    # (nothing was refitted or registered again); None otherwise.
+    earlier: dict[str, Any] | None = None
 
     @property
     def fold_fits_saved(self) -> float:
@@ -84,7 +95,7 @@ class TuneResult:
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints with --json."""
-        trained = self.train.summary() if self.train is not None else {}
+        trained = self.train.summary() if self.train is not None else (self.earlier or {})
         return (
             trained
             | {
@@ -94,6 +105,7 @@ class TuneResult:
                 "n_complete": self.counts.complete,
                 "n_pruned": self.counts.pruned,
                 "n_failed": self.counts.failed,
+                "n_killed_and_retried": self.counts.retried,
                 "best_trial": self.best_trial,
                 "best_params": self.best_params,
                 "best_cv_auroc": self.best_cv_auroc,
@@ -139,8 +151,7 @@ def tune(
     clock = time.perf_counter()
     deadline = time.time() + timeout if timeout else None
     say(f"searching: {n_trials} trials, {options.workers} worker(s), {len(splits)} folds each")
-    _search(study, url, data, config, n_trials, deadline, options.workers, seen)
-    settle(study, started, config.tuning.heartbeat_s)
+    _search(study, url, data, config, n_trials, deadline, options.workers, started, seen)
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(trials, n_trials)
     seen(counts)
@@ -173,6 +184,10 @@ def tune(
     )
     if options.search_only:
         return searched
+    earlier = _finished_before(config, name, trials, started)
+    if earlier is not None:
+        say(f"study {name!r} was already logged and registered by run {earlier['run_id']}")
+        return dataclasses.replace(searched, earlier=earlier)
 
     clock = time.perf_counter()
     nested_trials = config.tuning.nested_trials or n_trials
@@ -205,16 +220,17 @@ def _log_job(
     """The parent run: inputs, child runs per trial, tuning figures and the honest estimate,
     then the refit evaluated once and registered through ``evaluate_and_log``."""
     experiment_id = use_experiment(best_config.tracking.experiment)
-    with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}") as run:
+    client = mlflow.MlflowClient()
+    trials = study.get_trials(deepcopy=False)
+    tags = {"optuna_study": study.study_name, "optuna_storage": redact(url),
+            "best_trial": str(best.number),
+            "optuna_finished_trials": str(sum(t.state in FINISHED for t in trials))}  # fmt: skip
+    # Tagged at creation: a job killed at any later moment leaves a run the next one finds.
+    with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}", tags=tags) as run:
         run_id = run.info.run_id
         log_job_inputs(data, best_config, job="tune")
-        mlflow.set_tags(
-            {"optuna_study": study.study_name, "optuna_storage": redact(url),
-             "best_trial": str(best.number)}
-        )  # fmt: skip
         say("logging one child run per trial")
-        trials = study.get_trials(deepcopy=False)
-        log_trial_runs(mlflow.MlflowClient(), experiment_id, run_id, study.study_name, trials)
+        log_trial_runs(client, experiment_id, run_id, study.study_name, trials, retried(trials))
         counts = count_trials(trials, len(trials))
         metrics = {
             "best_cv_auroc": float(best.value or float("nan")),
@@ -244,4 +260,29 @@ def _log_job(
         say("refitting the best configuration on all training data")
         fitted = fit_model(best_config, data.x_train, data.y_train)
         cv_scores = [float(s) for s in best.user_attrs.get("fold_auroc", [])]
-        return evaluate_and_log(run_id, fitted, data, validated, best_config, cv_scores, say)
+        result = evaluate_and_log(run_id, fitted, data, validated, best_config, cv_scores, say)
+        # What a re-run of the finished study reports instead of registering a duplicate.
+        mlflow.set_tags(
+            {"model_uri": result.model_uri, "registered_version": result.registered_version or ""}
+        )
+        return result
+
+
+def _finished_before(
+    config: Config, study: str, trials: list[FrozenTrial], started: datetime
+) -> dict[str, Any] | None:
+    """What the earlier job that finished this study as it stands logged, if there is one;
+    runs a killed job left RUNNING are ended first."""
+    experiment_id = use_experiment(config.tracking.experiment)
+    client = mlflow.MlflowClient()
+    end_killed_runs(client, experiment_id, study, before=started)
+    run = finished_job(client, experiment_id, study, trials)
+    if run is None:
+        return None
+    metrics, tags = run.data.metrics, run.data.tags
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": tags.get("model_uri"),
+        "registered_version": tags.get("registered_version") or None,
+        "already_logged": True,
+    } | {k: metrics[k] for k in ("test_auroc", "nested_auroc") if k in metrics}

@@ -3,13 +3,16 @@ cross-validates the one pipeline fold by fold on the training part, reporting th
 so a pruner stops hopeless trials. Kinds that stop early do so on an inner validation part of
 each fitting fold, never on the fold it is scored on.
 
-Budget and resume. ``n_trials`` counts every trial the study holds in states COMPLETE,
-PRUNED, FAIL *and* RUNNING. A RUNNING trial is either in flight in another worker or was left
-by a killed process; the RDB heartbeat turns the latter into FAIL, so each trial is counted
-exactly once and none is re-run. Restarting a killed tune with the same ``--study`` therefore
-continues where it stopped. Several workers checking the budget within the same few
-milliseconds can overshoot it by at most ``workers - 1`` trials (the check and the creation
-of a trial are not one transaction); one worker is exact.
+Budget and resume. ``n_trials`` counts the study's trials in states COMPLETE, PRUNED, FAIL and
+RUNNING, except a FAIL that the heartbeat queued again (a killed trial, see ``storage``): a
+trial that raised counts, a killed one is run again under a new number with the same
+parameters, and its retry counts instead. A RUNNING trial is in flight in another worker or was
+left by a killed process, which the heartbeat fails and queues again after the grace period; a
+job waits (at most seven heartbeats) for those an earlier job left, so it ends with the study
+complete. Restarting a killed tune with the same ``--study`` therefore continues where it
+stopped. Several workers checking the budget within the same few milliseconds can overshoot it
+by at most ``workers - 1`` trials (the check and the creation of a trial are not one
+transaction); one worker is exact.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.study import MaxTrialsCallback, Study
+from optuna.study import Study
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sklearn.metrics import roc_auc_score
 
@@ -34,7 +37,8 @@ from inflamrx.config import Config, ParamRange
 from inflamrx.modeling.kinds.base import EarlyStopping, fit_model, kind_of
 from inflamrx.modeling.splits import PreparedCohort, Splits, cv_folds
 
-# Counted against the budget: RUNNING ones are in flight or will be failed by the heartbeat.
+# Counted against the budget (less the killed ones that were queued again): RUNNING ones are
+# in flight or will be failed by the heartbeat. WAITING ones (queued retries) count once run.
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 ROUNDS_ATTR = "n_estimators_early_stopped"  # trial attribute: rounds kept by early stopping
@@ -173,9 +177,21 @@ def make_pruner(config: Config, n_folds: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that were killed and queued again under a new number."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def counted(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials counted against the budget (see the module docstring)."""
+    again = retried(trials)
+    return [t for t in trials if t.state in COUNTED and t.number not in again]
+
+
 @dataclass(frozen=True)
 class TrialCounts:
-    """The study's state, for the progress bar."""
+    """The study's state, for the progress bar. ``failed`` leaves out killed trials that were
+    queued again; ``retried`` counts those."""
 
     complete: int
     pruned: int
@@ -183,6 +199,7 @@ class TrialCounts:
     running: int
     budget: int
     best: float | None
+    retried: int = 0
 
     @property
     def done(self) -> int:
@@ -190,7 +207,8 @@ class TrialCounts:
 
 
 def count_trials(trials: Sequence[FrozenTrial], budget: int) -> TrialCounts:
-    states = [t.state for t in trials]
+    again = retried(trials)
+    states = [t.state for t in trials if t.number not in again]
     values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return TrialCounts(
         complete=states.count(TrialState.COMPLETE),
@@ -199,7 +217,30 @@ def count_trials(trials: Sequence[FrozenTrial], budget: int) -> TrialCounts:
         running=states.count(TrialState.RUNNING),
         budget=budget,
         best=max(values) if values else None,
+        retried=len(again),
     )
+
+
+@dataclass
+class _Budget:
+    """After each trial: report progress and stop once the budget is counted (one read of the
+    study per trial; Optuna's MaxTrialsCallback cannot leave killed-and-retried trials out)."""
+
+    n_trials: int
+    on_counts: Callable[[TrialCounts], None] | None
+
+    def __call__(self, study: Study, _trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        if self.on_counts is not None:
+            self.on_counts(count_trials(trials, self.n_trials))
+        if len(counted(trials)) >= self.n_trials:
+            study.stop()
+
+
+def _fail_stale(study: Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # failed and queued again (see storage)
 
 
 def run_search(
@@ -207,44 +248,39 @@ def run_search(
     objective: Objective,
     n_trials: int,
     deadline: float | None,
+    since: datetime,
     callbacks: Iterable[Callable[[Study, FrozenTrial], None]] = (),
     on_counts: Callable[[TrialCounts], None] | None = None,
 ) -> None:
-    """Run trials in this process until the study holds ``n_trials`` counted trials or the
-    deadline (seconds since the epoch) passes."""
-
-    def progress(s: Study, _trial: FrozenTrial) -> None:
-        if on_counts is not None:
-            on_counts(count_trials(s.get_trials(deepcopy=False), n_trials))
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # trials a killed process left RUNNING
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=COUNTED))
-    timeout = None if deadline is None else deadline - time.time()
-    if remaining <= 0 or (timeout is not None and timeout <= 0):
-        return
-    study.optimize(
-        objective,
-        n_trials=remaining,
-        timeout=timeout,
-        catch=(Exception,),
-        callbacks=[MaxTrialsCallback(n_trials, states=COUNTED), progress, *callbacks],
-    )
-
-
-def settle(study: Study, since: datetime, heartbeat_s: int) -> None:
-    """Wait (at most one grace period) until trials left RUNNING by a process killed before
-    this job started are failed by the heartbeat, so the study's record is final."""
-    deadline = time.time() + 4 * heartbeat_s
-    while time.time() < deadline:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not any(t.datetime_start is not None and t.datetime_start < since for t in running):
-            return
-        time.sleep(min(1.0, heartbeat_s))
+    """Run trials in this process until the study counts ``n_trials`` trials or the deadline
+    (seconds since the epoch) passes. Trials left RUNNING by a process killed before ``since``
+    (this job's start) are waited for, at most seven heartbeats past the budget: the heartbeat
+    fails and queues them again, and they are run here."""
+    heartbeat = objective.config.tuning.heartbeat_s
+    budget = _Budget(n_trials, on_counts)
+    ran_at: tuple[int, int] | None = None  # (retried, waiting) when the last search started
+    wait_until: float | None = None
+    while deadline is None or time.time() < deadline:
+        _fail_stale(study)
+        trials = study.get_trials(deepcopy=False)
+        todo = n_trials - len(counted(trials))
+        now = (len(retried(trials)), sum(t.state == TrialState.WAITING for t in trials))
+        if todo > 0 and now != ran_at:  # else nothing new to run: stopped by a callback
+            ran_at = now
+            study.optimize(
+                objective,
+                n_trials=todo,
+                timeout=None if deadline is None else deadline - time.time(),
+                catch=(Exception,),
+                callbacks=[budget, *callbacks],
+            )
+            continue
+        left = [t for t in trials if t.state == TrialState.RUNNING and t.datetime_start
+                and t.datetime_start < since]  # fmt: skip
+        wait_until = wait_until or time.time() + 7 * heartbeat  # > 6 beats: see storage
+        if not left or time.time() > wait_until:
+            return  # what is left RUNNING now is alive (another machine's)
+        time.sleep(min(1.0, heartbeat))
 
 
 def task_splits(data: PreparedCohort, config: Config) -> Splits:
@@ -259,10 +295,12 @@ def search_here(
     deadline: float | None,
     n_existing: int,
     worker: int,
+    since: datetime,
     callbacks: Iterable[Callable[[Study, FrozenTrial], None]] = (),
     on_counts: Callable[[TrialCounts], None] | None = None,
 ) -> None:
-    """One worker's share of the search, in the calling process, with its own sampler."""
+    """One worker's share of the search, in the calling process, with its own sampler;
+    ``since`` is when the tune job started."""
     splits = task_splits(data, config)
     local = optuna.load_study(
         study_name=study.study_name,
@@ -272,4 +310,4 @@ def search_here(
     )
     here = f"{socket.gethostname()}:{os.getpid()}"
     objective = Objective(config, data.x_train, data.y_train, splits, worker=here)
-    run_search(local, objective, n_trials, deadline, callbacks, on_counts)
+    run_search(local, objective, n_trials, deadline, since, callbacks, on_counts)

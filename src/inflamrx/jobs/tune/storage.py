@@ -4,6 +4,13 @@ and default name.
 
 The study is created here, once, before any worker starts: two processes creating one SQLite
 study at the same moment fail.
+
+Killed trials. Each running trial writes a heartbeat; one silent for the grace period (its
+process was killed) is failed and queued again with the same parameters (Optuna's
+``RetryHeartbeatStaleTrialCallback``, the successor of ``RetryFailedTrialCallback``), so a kill
+costs the trial, not a place in the budget. Optuna ignores a trial with no heartbeat row yet
+(killed between its creation and its first beat); here it is stale once the grace period has
+passed twice since its start, so one just started by another machine is left alone.
 """
 
 from __future__ import annotations
@@ -12,20 +19,30 @@ import hashlib
 import json
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
+import sqlalchemy
+import sqlalchemy.orm
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
 
 from inflamrx.config import Config, ParamRange
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import kind_of
+from inflamrx.tracking.faults import crash_point
 from inflamrx.tracking.store import DEFAULT_STORE, store_folder
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
 # Fingerprint-neutral tuning keys: they change how long or how honestly we search, not what
 # one trial computes, so a study may be resumed with other values.
 _NEUTRAL_TUNING_KEYS = ("n_trials", "timeout_s", "nested_folds", "nested_trials", "heartbeat_s")
+# A trial killed this many times (the OOM killer on its parameters?) fails for good and counts.
+MAX_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -97,9 +114,51 @@ def default_storage() -> str:
     return f"sqlite:///{(folder / 'optuna.db').resolve()}"
 
 
+class _Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage, also failing trials that were killed before their first beat."""
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)
+        crash_point("trial-created", trial.number)  # committed, not yet beating
+        return trial
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna's own rule (last beat older than the grace period, in database time) plus
+        # trials that never beat, from their start (this machine's clock), in one query. Those
+        # get twice the grace: before its first beat a trial is also sampled, and a loaded
+        # machine is slow to write (a live trial failed here would be lost).
+        assert self.grace_period is not None  # open_storage sets it
+        grace = timedelta(seconds=self.grace_period)
+        stale: list[int] = []
+        with _create_scoped_session(self.scoped_session, True) as session:
+            db_now = session.execute(sqlalchemy.func.now()).scalar()
+            assert db_now is not None
+            running = (
+                session.query(models.TrialModel)
+                .options(sqlalchemy.orm.selectinload(models.TrialModel.heartbeats))
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialModel.study_id == study_id)
+                .all()
+            )
+            for trial in running:
+                if trial.heartbeats:
+                    silent = db_now.replace(tzinfo=None) - trial.heartbeats[0].heartbeat
+                elif trial.datetime_start is not None:
+                    silent = (datetime.now() - trial.datetime_start) / 2
+                else:
+                    continue
+                if silent > grace:
+                    stale.append(int(trial.trial_id))
+        return stale
+
+
 def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     """The RDB storage with a heartbeat: a trial whose process stops beating for three
-    intervals (SIGKILL, power loss) is marked FAIL before the next trial starts."""
+    intervals (SIGKILL, power loss), or that never beat for six intervals after its start,
+    is marked FAIL and queued again (at most ``MAX_RETRIES`` times) before the next trial
+    starts."""
     from sqlalchemy.exc import SQLAlchemyError
 
     if url.startswith("postgresql://"):
@@ -113,11 +172,12 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
+            storage = _Storage(
                 url,
                 engine_kwargs=engine,
                 heartbeat_interval=heartbeat_s,
                 grace_period=3 * heartbeat_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(MAX_RETRIES),
             )
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise InputError(f"cannot open the study storage {redact(url)}: {exc}") from None

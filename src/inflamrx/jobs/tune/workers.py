@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def worker_main(task: dict[str, Any]) -> dict[str, Any]:
 
     search_here(
         study, data, config, task["n_trials"], task["deadline"], task["n_existing"],
-        task["worker"], [orphaned],
+        task["worker"], datetime.fromisoformat(task["since"]), [orphaned],
     )  # fmt: skip
     return {}
 
@@ -117,18 +118,21 @@ def _search(
     n_trials: int,
     deadline: float | None,
     workers: int,
+    since: datetime,
     seen: Callable[[TrialCounts], None],
 ) -> None:
     """One worker: in this process (a SIGKILL of the tune stops everything at once). More:
-    that many subprocesses on the same study, this process only reporting progress."""
+    that many subprocesses on the same study, this process only reporting progress.
+    ``since``: when the tune job started."""
     n_existing = len(study.get_trials(deepcopy=False))
 
     if workers == 1:
-        search_here(study, data, config, n_trials, deadline, n_existing, 0, on_counts=seen)
+        search_here(study, data, config, n_trials, deadline, n_existing, 0, since, on_counts=seen)
         return
     task = {"mode": "search", "config": config.model_dump(mode="json"), "digest": data.digest,
             "storage": url, "study": study.study_name, "n_trials": n_trials,
-            "deadline": deadline, "n_existing": n_existing, "parent_pid": os.getpid()}  # fmt: skip
+            "deadline": deadline, "n_existing": n_existing, "parent_pid": os.getpid(),
+            "since": since.isoformat()}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         started = [_start_worker(task | {"worker": w}, Path(tmp), f"w{w}") for w in range(workers)]
         try:
