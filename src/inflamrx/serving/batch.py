@@ -12,6 +12,7 @@ from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
+from inflamrx.serving.benefit import benefit_frame
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
 
@@ -64,8 +65,17 @@ def score(loaded: LoadedModel, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list
         warnings.append(
             f"columns the model was trained with are absent and treated as missing: {absent}"
         )
-    proba = loaded.model.predict(x)[PROBABILITY].to_numpy()
     out = pd.DataFrame({"patient_id": cohort["patient_id"].to_numpy()})
+    if loaded.model.kind.outputs != (PROBABILITY,):  # a two-arm benefit model
+        harm = loaded.settings.harm_threshold or 0.0
+        matrix = loaded.model.transform(x)
+        scored = benefit_frame(loaded.model, x, matrix, harm, loaded.settings.top_factors)
+        # A CSV cell holds the factors' texts; the served model returns them as records.
+        scored["top_factors"] = [
+            "; ".join(str(f["text"]) for f in row) for row in scored["top_factors"]
+        ]
+        return pd.concat([out, scored], axis=1), warnings
+    proba = loaded.model.predict(x)[PROBABILITY].to_numpy()
     return pd.concat([out, decide(proba, loaded.settings.threshold)], axis=1), warnings
 
 
