@@ -113,7 +113,7 @@ def supported_learners(config: Config, data: TwoArmCohort) -> tuple[list[str], l
     """The learners this cohort supports (simplest first), and why others are left out."""
     assert config.treatment is not None
     t = config.treatment
-    asked = list(SIMPLEST_FIRST) if t.learner == "auto" else [t.learner]
+    asked: list[str] = list(SIMPLEST_FIRST) if t.learner == "auto" else [str(t.learner)]
     notes = []
     if data.arms.smaller < t.min_per_arm_for_learners:
         if asked != ["interaction"]:

@@ -84,6 +84,8 @@ def predict(model_uri: str, data: DataConfig) -> PredictResult:
     loaded = load_model(model_uri)
     validated = validate_cohort(data)
     threshold = loaded.settings.threshold
+    if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit
+        threshold = loaded.settings.harm_threshold or 0.0
     if validated.accepted.empty:
         empty = pd.DataFrame({"patient_id": [], PROBABILITY: [], "predicted_response": []})
         return PredictResult(empty, validated, threshold, ["no row was accepted"])

@@ -62,6 +62,7 @@ def benefit_factors(
                 "text": f"{f['subject']}: {float(f['log_odds']):+.3f} {_SHORT[scale]}",  # type: ignore[arg-type]
             }
             for f in row
+            if float(f["log_odds"]) != 0.0  # type: ignore[arg-type]  # no share: not a factor
         ]
         for row in found
     ]

@@ -81,16 +81,17 @@ def prepare_two_arm(validated: ValidationResult, config: Config) -> TwoArmCohort
 
 
 def folds_for(data: TwoArmCohort, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (arm x outcome) folds; fewer than asked when a combination is rare."""
-    smallest = int(np.bincount(data.strata, minlength=4).min())
-    n = min(n_folds, smallest)
-    if n < 2:
-        raise InputError(
-            "cross-fitting needs at least 2 responders and 2 non-responders in each arm; "
-            f"the rarest arm x outcome combination has {smallest} patient(s)"
-        )
-    splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(data.y)), data.strata))
+    """Folds stratified on arm x outcome; when a combination is too rare for that (a small
+    trial), on the outcome alone. Fewer folds than asked when a class is rare."""
+    for strata in (data.strata, data.y.to_numpy()):
+        n = min(n_folds, int(np.bincount(strata).min()))
+        if n >= 2:
+            splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
+            return list(splitter.split(np.zeros(len(strata)), strata))
+    raise InputError(
+        "cross-fitting needs at least 2 responders and 2 non-responders; the data have "
+        f"{int(data.y.sum())} responders among {len(data.y)} patients"
+    )
 
 
 def crossfit(config: Config, learner: str, data: TwoArmCohort) -> pd.DataFrame:

@@ -130,7 +130,7 @@ def build_learner(learner: str, config: Config) -> BenefitLearner:
             base=config.model.kind, params=params, folds=treatment.crossfit_folds, seed=seed
         )
     cls: Any = LEARNERS[learner]
-    return cls(base=config.model.kind, params=params)  # type: ignore[no-any-return]
+    return cls(base=config.model.kind, params=params)
 
 
 def fit_benefit(
