@@ -147,7 +147,9 @@ def choose(c_for_benefit: dict[str, float]) -> str:
     return best
 
 
-def _validate(data: TwoArmCohort, predictions: pd.DataFrame, config: Config, n_boot: int) -> Any:
+def validate_predictions(
+    data: TwoArmCohort, predictions: pd.DataFrame, config: Config, n_boot: int
+) -> Any:
     """The one call site of the benefit validation (``modeling.benefit.validation``)."""
     assert config.treatment is not None
     return validate_benefit(
@@ -196,7 +198,9 @@ def train_benefit_on(
             say(f"cross-fitting the {LEARNERS[name].label} on {len(fit_part.y)} patients")
             predictions[name] = crossfit(config, name, fit_part)
             if len(learners) > 1:
-                quick = _validate(fit_part, predictions[name], config, SELECTION_BOOTSTRAP)
+                quick = validate_predictions(
+                    fit_part, predictions[name], config, SELECTION_BOOTSTRAP
+                )
                 candidates[name] = float(quick.as_metrics().get("c_for_benefit", np.nan))
         chosen = choose(candidates) if candidates else learners[0]
         say(f"fitting the {LEARNERS[chosen].label}")
@@ -206,7 +210,7 @@ def train_benefit_on(
         else:
             scored = fitted.predict(score_part.x).reset_index(drop=True)
         say(f"validating the benefit on {len(score_part.y)} patients ({how})")
-        validation = _validate(score_part, scored, config, config.evaluation.n_bootstrap)
+        validation = validate_predictions(score_part, scored, config, config.evaluation.n_bootstrap)
         metrics = validation.as_metrics()
         warnings = [*data.arms.warnings, *notes, *_honesty(metrics, limited, data)]
         warnings += [str(m) for m in getattr(validation, "messages", ())]
