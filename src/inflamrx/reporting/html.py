@@ -218,10 +218,14 @@ def waterfall_figure(
     position: int,
     factors: list[dict[str, object]],
     label: str | None = None,
+    *,
+    title: str | None = None,
+    xlabel: str = "log-odds of response\n(dashed: average patient; solid: this patient)",
 ) -> Figure:
     """From the model's average patient (base value) to this patient's log-odds, one bar per
     factor (``patient_factors(..., with_subject=True)`` of the row at ``position``); the
-    remaining contributions are pooled. No identifier goes on the figure."""
+    remaining contributions are pooled. No identifier goes on the figure. ``title`` and
+    ``xlabel`` name another additive scale (e.g. a benefit explanation's log odds ratio)."""
     contrib = explanation.contrib
     steps = [(str(f["subject"]), float(f["log_odds"])) for f in factors]  # type: ignore[arg-type]
     rest = float(contrib.values.iloc[position].sum()) - sum(v for _, v in steps)
@@ -229,9 +233,11 @@ def waterfall_figure(
     if n_rest > 0:
         steps.append((f"{n_rest} other features", rest))
     base, margin = contrib.base_value, float(contrib.margin[position])
-    title = (
-        f"Predicted probability {expit(margin):.2f}\n(model's average patient {expit(base):.2f})"
-    )
+    if title is None:
+        title = (
+            f"Predicted probability {expit(margin):.2f}\n"
+            f"(model's average patient {expit(base):.2f})"
+        )
     fig, ax = _axes(title, label, size=(9.0, 0.45 * len(steps) + 2.2))
     # Top-down, the largest factor first, as a reader scans.
     cumulative = base
@@ -250,7 +256,7 @@ def waterfall_figure(
     ax.set_yticks(range(len(steps)), [text for text, _ in reversed(steps)])
     ax.axvline(base, color="#555555", linewidth=0.8, linestyle="--")
     ax.axvline(margin, color="#000000", linewidth=0.8)
-    ax.set_xlabel("log-odds of response\n(dashed: average patient; solid: this patient)")
+    ax.set_xlabel(xlabel)
     return fig
 
 
@@ -426,7 +432,10 @@ def render_html(
     patients: list[str],
     dependence: list[tuple[str, str | None]],
     factors: list[list[dict[str, object]]],
+    extra_sections: Sequence[str] = (),
 ) -> str:
+    """The page; ``extra_sections`` (ready HTML, e.g. ``reporting.benefit.benefit_section``)
+    go before the caveats."""
     banner = ""
     if context.synthetic:
         banner = (
@@ -479,6 +488,7 @@ def render_html(
             _section("dependence", "Dependence", dep),
             _section("interactions", "Interactions", inter),
             _patients_html(explanation, patients, pngs, factors),
+            *extra_sections,
             _section("caveats", "Caveats", caveats),
         ]
     )
@@ -498,6 +508,7 @@ def write_report(
     config: ReportConfig,
     out: Path,
     patients: Sequence[str] = (),
+    extra_sections: Sequence[str] = (),
 ) -> ReportFiles:
     """Write report.html, shap_values.parquet and the figures under ``out``.
 
@@ -543,7 +554,7 @@ def write_report(
         path.write_bytes(png)
         paths.append(path)
 
-    page = render_html(explanation, context, pngs, shown, dependence, factors)
+    page = render_html(explanation, context, pngs, shown, dependence, factors, extra_sections)
     report = out / REPORT_FILE
     report.write_text(page, encoding="utf-8")
     return ReportFiles(report=report, table=table, figures=paths)
