@@ -88,7 +88,13 @@ def test_the_run_holds_metrics_with_cis_the_rule_and_a_plot(trained: dict[str, A
     assert run.data.tags["benefit_selection_rule"].startswith("the learner with the highest")
     assert run.data.tags["benefit_trust"] == "ok"
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "benefit")}
-    assert {"benefit/benefit_by_crp.png", "benefit/benefit_summary.json"} <= files
+    assert {
+        "benefit/benefit_vs_crp.png", "benefit/calibration_for_benefit.png",
+        "benefit/benefit_summary.json", "benefit/report.html",
+    } <= files  # fmt: skip
+    page = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/benefit/report.html")
+    assert 'id="benefit"' in page and "SYNTHETIC cohort" in page and "SYN-" not in page
+    assert trained["report_uri"].endswith("benefit/report.html")
     summary = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/benefit/benefit_summary.json")
     assert "SYN-" not in summary  # counts only: no patient identifier in the run
 

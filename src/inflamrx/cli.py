@@ -300,6 +300,8 @@ def print_benefit_training(result: Any) -> None:
         f" (registered version {result.registered_version})" if result.registered_version else ""
     )
     out.print(f"run {result.run_id}\nmodel {result.model_uri}{version}", markup=False)
+    if result.report_uri:
+        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_training(result: Any) -> None:

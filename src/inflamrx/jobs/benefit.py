@@ -19,7 +19,6 @@ keeps its confidence interval.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,12 +42,19 @@ from inflamrx.modeling.benefit.cohort import (
 )
 from inflamrx.modeling.benefit.learners import LEARNERS, SIMPLEST_FIRST, TREE_KINDS
 from inflamrx.modeling.benefit.validation import validate_benefit
+from inflamrx.modeling.explanations import explain_rows
 from inflamrx.modeling.features import check_feature_request
+from inflamrx.modeling.kinds.base import FittedModel
 from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED, fit_benefit, scale_of
-from inflamrx.reporting.benefit_plots import save_benefit_by_crp
+from inflamrx.reporting.benefit import (
+    BENEFIT_PLOT_FILES,
+    BenefitWaterfalls,
+    benefit_figures,
+    benefit_section,
+)
 from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.pyfunc import log_model
-from inflamrx.tracking.store import standard_tags, tracked_run, use_experiment
+from inflamrx.tracking.store import log_files, standard_tags, tracked_run, use_experiment
 
 Progress = Callable[[str], None]
 MARGIN = 0.01  # C-for-benefit a more complex learner must add over a simpler one
@@ -60,6 +66,7 @@ SELECTION_RULE = (
 SELECTION_BOOTSTRAP = 100  # resamples when comparing candidates (the chosen one gets the full CI)
 ARTIFACTS = "benefit"
 TRUST_TAG = "benefit_trust"
+REPORT_FILE = "report.html"
 
 
 @dataclass
@@ -81,6 +88,7 @@ class BenefitTrainResult:
     n_without_outcome: int
     trust: str  # "ok" or "limited"
     warnings: list[str] = field(default_factory=list)
+    report_uri: str | None = None  # the benefit report page of the run (report.enabled)
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints with --json."""
@@ -106,6 +114,7 @@ class BenefitTrainResult:
             "trust": self.trust,
             "metrics": m,
             "warnings": self.warnings,
+            "report_uri": self.report_uri,
         }
 
 
@@ -215,10 +224,22 @@ def train_benefit_on(
         warnings = [*data.arms.warnings, *notes, *_honesty(metrics, limited, data)]
         warnings += [str(m) for m in getattr(validation, "messages", ())]
         warnings += validated.warnings
-        _log_run(
-            metrics, candidates, chosen, how, data, validated, scored, score_part, limited,
-            config.treatment.harm_threshold,
-        )  # fmt: skip
+        _log_run(metrics, candidates, chosen, how, data, validated, limited)
+        summary = {
+            "chosen": chosen,
+            "selection_rule": SELECTION_RULE,
+            "validation": how,
+            "candidates_c_for_benefit": candidates,
+            "rows_in": validated.rows_in,
+            "rejected": len(validated.rejected),
+            "rejection_reasons": {str(k): int(v) for k, v in validated.reason_counts().items()},
+            "synthetic": data.synthetic,
+        }  # counts and summaries only: no patient identifier leaves the process
+        mlflow.log_dict(summary, f"{ARTIFACTS}/benefit_summary.json")
+        report_uri = None
+        if config.report.enabled:
+            say("writing the benefit report")
+            report_uri = _log_report(validation, fitted, scored, score_part, run.info.run_id)
         say("logging and registering the model")
         model_uri, version = _log_and_register(fitted, config, data, chosen, limited, warnings)
         return BenefitTrainResult(
@@ -239,6 +260,7 @@ def train_benefit_on(
             n_without_outcome=data.n_without_outcome,
             trust="limited" if limited else "ok",
             warnings=list(dict.fromkeys(warnings)),
+            report_uri=report_uri,
         )
 
 
@@ -285,10 +307,7 @@ def _log_run(
     how: str,
     data: TwoArmCohort,
     validated: ValidationResult,
-    scored: pd.DataFrame,
-    scored_on: TwoArmCohort,
     limited: bool,
-    harm_threshold: float,
 ) -> None:
     mlflow.set_tags(
         {
@@ -305,30 +324,38 @@ def _log_run(
     extra = {f"candidate_{name}_c_for_benefit": value for name, value in candidates.items()}
     logged = metrics | counts | extra
     mlflow.log_metrics({k: v for k, v in logged.items() if np.isfinite(v)})
+
+
+def _log_report(
+    validation: Any,
+    fitted: FittedModel,
+    scored: pd.DataFrame,
+    scored_on: TwoArmCohort,
+    run_id: str,
+) -> str:
+    """The benefit figures and report page under ``benefit/``; returns the page's URI."""
+    label = "SYNTHETIC cohort" if scored_on.synthetic else None
+    patients = scored_on.cohort.reindex(columns=["patient_id", "crp_mg_l", "il6_pg_ml"])
+    patients = patients.assign(**{BENEFIT: scored[BENEFIT].to_numpy()})
+    # Waterfalls explain the final model (fitted on every patient) for the validated patients.
+    explanation = explain_rows(fitted, scored_on.x, scored_on.cohort["patient_id"].astype(str))
+    scale = f"{scale_of(fitted)} (treated vs control)"
+    section = benefit_section(
+        validation, patients, label=label, waterfalls=BenefitWaterfalls(explanation, scale)
+    )
+    banner = f"<p><strong>{label}</strong></p>" if label else ""
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>inflamrx benefit report</title></head><body>"
+        f"<h1>Who benefits from the drug rather than placebo</h1>{banner}{section}</body></html>"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # Counts and summaries only: no patient identifier leaves the process.
-        summary = {
-            "chosen": chosen,
-            "selection_rule": SELECTION_RULE,
-            "validation": how,
-            "candidates_c_for_benefit": candidates,
-            "rows_in": validated.rows_in,
-            "rejected": len(validated.rejected),
-            "rejection_reasons": {str(k): int(v) for k, v in validated.reason_counts().items()},
-            "synthetic": data.synthetic,
-        }
-        (folder / "benefit_summary.json").write_text(json.dumps(summary, indent=2))
-        save_benefit_by_crp(
-            scored[BENEFIT].to_numpy(),
-            scored_on.crp,
-            scored_on.treated,
-            folder / "benefit_by_crp.png",
-            title=f"{LEARNERS[chosen].label}: predicted benefit ({how})",
-            synthetic=data.synthetic,
-            harm_threshold=harm_threshold,
-        )
-        mlflow.log_artifacts(str(folder), artifact_path=ARTIFACTS)
+        (folder / REPORT_FILE).write_text(page, encoding="utf-8")
+        for key, figure in benefit_figures(validation, patients, label).items():
+            figure.savefig(folder / BENEFIT_PLOT_FILES.get(key, f"{key}.png"), dpi=110)
+        log_files(run_id, sorted(folder.iterdir()), ARTIFACTS)
+    return str(mlflow.get_artifact_uri(f"{ARTIFACTS}/{REPORT_FILE}"))
 
 
 def _log_and_register(
