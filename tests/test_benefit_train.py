@@ -170,3 +170,21 @@ def test_a_30_patient_trial_gets_an_honest_answer_not_a_crash(workspace: Path) -
     version = mlflow.MlflowClient().get_model_version(NAME, summary["registered_version"])
     assert version.tags["benefit_trust"] == "limited"
     assert version.description.startswith("LIMITED TRUST: two-arm benefit model (interaction)")
+
+
+def test_tune_chooses_among_benefit_models_by_c_for_benefit_not_auroc(
+    trained: dict[str, Any], workspace: Path
+) -> None:
+    args = ["tune", "--data", str(workspace / "trial.csv"), "--json", "--trials", "3",
+            "--set", "treatment.column=arm", "--set", "treatment.min_per_arm_for_learners=150",
+            "--set", "report.enabled=false", *QUICK]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    search = summary["tuning"]
+    assert search["metric"] == "cross-fitted C-for-benefit" and search["trials"] == 3
+    assert search["best_params"]["learner"] == summary["benefit_learner"]
+    assert "test_auroc" not in summary and summary["c_for_benefit"] is not None
+    assert any("optimistic" in w for w in summary["warnings"])
+    tags = mlflow.get_run(summary["run_id"]).data.tags
+    assert tags["job"] == "tune-benefit" and "best_params" in tags["benefit_tuning"]

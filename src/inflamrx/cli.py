@@ -388,6 +388,19 @@ def tune(
     options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
     cfg, status = _job_config(config, data, sets, experiment, as_json)
+    if cfg.treatment is not None:  # two arms: choose the benefit model by a benefit metric
+        from inflamrx.jobs.benefit_tune import tune_benefit
+
+        if storage or study or workers != 1 or search_only:
+            err.print("warning: benefit tuning runs in one process, in memory; --storage, "
+                      "--study, --workers and --search-only are not used", markup=False)  # fmt: skip
+        benefit, search = tune_benefit(cfg, trials, progress=status.log)
+        if as_json:
+            print(json.dumps(benefit.summary() | {"tuning": search}, default=float))
+            return
+        out.print(f"tuned by {search['metric']}: best {search['best_params']}", markup=False)
+        print_benefit_training(benefit)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"))  # fmt: skip
     with Progress(*columns, console=status, transient=False) as bar:
