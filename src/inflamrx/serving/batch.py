@@ -12,7 +12,7 @@ from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
-from inflamrx.serving.benefit import benefit_frame
+from inflamrx.serving.benefit import RECOMMEND, RECOMMENDATION, benefit_frame
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
 
@@ -84,10 +84,12 @@ def predict(model_uri: str, data: DataConfig) -> PredictResult:
     loaded = load_model(model_uri)
     validated = validate_cohort(data)
     threshold = loaded.settings.threshold
+    columns = [PROBABILITY, "predicted_response"]
     if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit
         threshold = loaded.settings.harm_threshold or 0.0
+        columns = [*loaded.model.kind.outputs, RECOMMEND, RECOMMENDATION, "top_factors"]
     if validated.accepted.empty:
-        empty = pd.DataFrame({"patient_id": [], PROBABILITY: [], "predicted_response": []})
+        empty = pd.DataFrame({c: [] for c in ["patient_id", *columns]})
         return PredictResult(empty, validated, threshold, ["no row was accepted"])
     predictions, warnings = score(loaded, validated.accepted)
     return PredictResult(predictions, validated, threshold, warnings + validated.warnings)
