@@ -369,3 +369,19 @@ def test_bad_inputs_are_refused_with_the_rule(change: dict[str, object], message
     args.update(change)
     with pytest.raises(ValueError, match=message):
         validate_benefit(**args, n_boot=10)  # type: ignore[arg-type]
+
+
+def test_degenerate_trial_says_what_cannot_be_estimated() -> None:
+    """Nobody responds and no CRP was measured: no crash, and the report says why numbers
+    are missing instead of showing them."""
+    rng = np.random.default_rng(0)
+    treated = np.arange(30) % 2 == 0
+    v = validate_benefit(
+        np.zeros(30, dtype=int), treated, rng.uniform(-0.1, 0.2, 30), crp=np.full(30, np.nan),
+        n_boot=50,
+    )  # fmt: skip
+    assert np.isnan(v.model.c_for_benefit.estimate)
+    assert "c_for_benefit" not in v.as_metrics()
+    text = " ".join(v.messages)
+    assert "C-for-benefit is not estimable" in text
+    assert "No patient has a CRP value" in text

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from inflamrx.data.crp import CRP_RULE, CRP_RULE_THRESHOLD
 from inflamrx.modeling.benefit.validation import BenefitValidation, Ranking
@@ -54,6 +55,16 @@ CAVEAT = (
     "clinician, not a prescription. It is validated on trial patients like these only; "
     "intervals are 95% bootstrap CIs unless stated."
 )
+GROUP_COLUMNS = {
+    "group": "group",
+    "n_treated": "n drug",
+    "n_control": "n placebo",
+    "predicted_mean": "mean predicted benefit",
+    "observed": "observed benefit",
+    "observed_ci_low": "95% CI low",
+    "observed_ci_high": "95% CI high",
+}
+TOC_MIN_PATIENTS = 10  # the TOC curve is drawn from this many top-ranked patients on
 STYLES = {"model": ("C0", "-"), "CRP alone": ("C1", "--"), CRP_RULE: ("C2", ":")}
 
 
@@ -79,6 +90,9 @@ def benefit_marker_figure(
     shown = np.isfinite(x) & (x > 0)
     ax.scatter(x[shown], y[shown], s=8, alpha=0.6, linewidths=0, color="C0")
     ax.set_xscale("log")
+    # Plain numbers (0.3, 1, 10) read better than 3x10^-1 and do not collide.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axhline(0, color="#555555", lw=0.8)
     ax.axhline(
         harm_threshold, color="C3", ls="--", lw=1, label=f"harm threshold {harm_threshold:g}"
@@ -144,12 +158,15 @@ def _curve_figure(v: BenefitValidation, which: str, label: str | None) -> Figure
         name = "Qini coefficient" if qini else "RATE (AUTOC)"
         x = np.r_[0.0, table["fraction"]] if qini else table["fraction"].to_numpy()
         y = np.r_[0.0, table[which]] if qini else table[which].to_numpy()
+        if not qini:  # the mean of a handful of patients' scores is noise, not a curve
+            x, y = x[x * v.n >= TOC_MIN_PATIENTS], y[x * v.n >= TOC_MIN_PATIENTS]
         ax.plot(
             x, y, color=colour, ls=style, lw=2, label=f"{ranking.name}: {_ci(name, area, '{:.3f}')}"
         )
         if ranking is v.model:
+            band = table[table["fraction"] * v.n >= (0 if qini else TOC_MIN_PATIENTS)]
             ax.fill_between(
-                table["fraction"], table["ci_low"], table["ci_high"], color=colour, alpha=0.15
+                band["fraction"], band["ci_low"], band["ci_high"], color=colour, alpha=0.15
             )
     if qini:
         ate = v.calibration.observed_overall.estimate
@@ -157,8 +174,10 @@ def _curve_figure(v: BenefitValidation, which: str, label: str | None) -> Figure
         ax.set_ylabel("extra responders per patient\n(treating the top fraction vs nobody)")
     else:
         ax.axhline(0, color="grey", ls="-.", label="no better than treating at random")
+        ax.set_xlim(0, 1)
         ax.set_ylabel("benefit in the top fraction\nminus benefit in everyone")
-    ax.set_xlabel("fraction treated, highest ranked first")
+    shown_from = "" if qini else f" (from {TOC_MIN_PATIENTS} patients on)"
+    ax.set_xlabel(f"fraction treated, highest ranked first{shown_from}")
     ax.legend(loc="best", fontsize="x-small")
     return fig
 
@@ -185,9 +204,12 @@ def benefit_decision_figure(v: BenefitValidation, label: str | None) -> Figure:
     ax.axvline(
         v.harm_threshold, color="C3", lw=0.8, ls="--", label=f"configured {v.harm_threshold:g}"
     )
-    curves = dca.drop(columns="threshold").to_numpy(dtype=float)
-    top = float(np.nanmax(curves)) if np.isfinite(curves).any() else 0.01
-    ax.set_ylim(-0.05, max(top, 0.01) * 1.2)
+    # Treat-all plunges at high thresholds; keep every other curve in view.
+    curves = dca.drop(columns=["threshold", "treat_all"]).to_numpy(dtype=float)
+    finite = curves[np.isfinite(curves)]
+    top = max(float(finite.max(initial=0.0)), float(dca["treat_all"].max()), 0.01)
+    bottom = min(float(finite.min(initial=0.0)), 0.0) - 0.05 * top
+    ax.set_ylim(bottom, top * 1.2)
     ax.set_xlabel("harm threshold (benefit in probability of response needed to treat)")
     ax.set_ylabel("net benefit (extra responders per patient\nminus threshold x fraction treated)")
     ax.legend(loc="upper right", fontsize="x-small")
@@ -371,8 +393,7 @@ def benefit_section(
         ],
         columns=["calibration for benefit", "value (95% CI)"],
     )
-    groups = cal.groups[["group", "n_treated", "n_control", "predicted_mean", "observed",
-                         "observed_ci_low", "observed_ci_high"]]  # fmt: skip
+    groups = cal.groups.rename(columns=GROUP_COLUMNS)[list(GROUP_COLUMNS.values())]
     interaction = (
         _p(v.interaction.message)
         if v.interaction is not None

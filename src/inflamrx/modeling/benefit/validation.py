@@ -28,7 +28,7 @@ and left out of :meth:`BenefitValidation.as_metrics`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -516,11 +516,15 @@ def _with_messages(v: BenefitValidation) -> BenefitValidation:
             f"difference {d.estimate:+.3f} ({level} {d.ci_low:+.3f} to {d.ci_high:+.3f})."
         )
     c = v.model.c_for_benefit
-    if np.isfinite(c.ci_low) and c.ci_low <= 0.5 <= c.ci_high:
+    if not np.isfinite(c.estimate):
+        messages.append(
+            "C-for-benefit is not estimable: no two matched pairs differ in observed benefit."
+        )
+    elif np.isfinite(c.ci_low) and c.ci_low <= 0.5 <= c.ci_high:
         messages.append(
             f"C-for-benefit {c.estimate:.2f} ({level} {c.ci_low:.2f} to {c.ci_high:.2f}) "
             "does not exclude 0.5 (no better than chance at ordering benefit)."
         )
     if v.interaction is not None and not v.interaction.converged:
         messages.append(v.interaction.message)
-    return BenefitValidation(**{**v.__dict__, "messages": tuple(messages)})
+    return replace(v, messages=tuple(messages))

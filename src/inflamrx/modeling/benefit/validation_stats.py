@@ -370,6 +370,9 @@ def crp_interaction(
     beta, cov, ok = _logistic_newton(x, y[known].astype(np.float64))
     z = norm.ppf(1 - alpha / 2)
     nan = Estimate(float("nan"), float("nan"), float("nan"), 0)
+    if n_used == 0:
+        message = "No patient has a CRP value: no CRP x arm interaction analysis."
+        return CrpInteraction(nan, float("nan"), nan, 0, n_missing, False, message)
     if not ok:
         message = (
             f"The CRP x arm logistic model did not converge on {n_used} patients "
