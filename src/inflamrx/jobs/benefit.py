@@ -221,8 +221,8 @@ def train_benefit_on(
         say(f"validating the benefit on {len(score_part.y)} patients ({how})")
         validation = validate_predictions(score_part, scored, config, config.evaluation.n_bootstrap)
         metrics = validation.as_metrics()
-        warnings = [*data.arms.warnings, *notes, *_honesty(metrics, limited, data)]
-        warnings += [str(m) for m in getattr(validation, "messages", ())]
+        warnings = [*data.arms.warnings, *notes, *_limited(limited, data)]
+        warnings += [str(m) for m in validation.messages]
         warnings += validated.warnings
         _log_run(metrics, candidates, chosen, how, data, validated, limited)
         summary = {
@@ -279,25 +279,15 @@ def _validation_design(
     )
 
 
-def _honesty(metrics: dict[str, float], limited: bool, data: TwoArmCohort) -> list[str]:
-    """Plain words where the data cannot support a confident reading."""
-    out = []
-    low, high = metrics.get("c_for_benefit_ci_low"), metrics.get("c_for_benefit_ci_high")
-    if low is None or high is None:
-        out.append("the C-for-benefit could not be estimated (too few comparable pairs)")
-    elif low <= 0.5:
-        out.append(
-            f"the C-for-benefit's 95% CI ({low:.2f} to {high:.2f}) includes 0.5: these data "
-            "cannot show that the model ranks benefit better than chance"
-        )
-    if metrics.get("distinguishable_from_crp") == 0.0:
-        out.append("these data cannot distinguish the model from ranking by CRP alone")
-    if limited:
-        out.append(
-            f"registered but marked {TRUST_TAG}=limited: {len(data.y)} patients are too few "
-            "for a confident benefit model; use it to plan a larger trial, not for decisions"
-        )
-    return out
+def _limited(limited: bool, data: TwoArmCohort) -> list[str]:
+    """The mark a small trial's model carries (the validation's own messages say what its
+    intervals do and do not show: small arms, chance-level C-for-benefit, CRP alone)."""
+    if not limited:
+        return []
+    return [
+        f"registered but marked {TRUST_TAG}=limited: {len(data.y)} patients are too few "
+        "for a confident benefit model; use it to plan a larger trial, not for decisions"
+    ]
 
 
 def _log_run(
@@ -391,7 +381,8 @@ def _log_and_register(
         client.set_model_version_tag(name, version, TRUST_TAG, "limited" if limited else "ok")
         client.set_model_version_tag(name, version, "benefit_learner", chosen)
         if limited:
-            reasons = "; ".join(w for w in warnings if "small trial" in w or "cannot" in w)
+            why = ("small trial", "cannot", "does not exclude 0.5", "not estimable")
+            reasons = "; ".join(w for w in warnings if any(k in w.lower() for k in why))
             client.update_model_version(
                 name,
                 version,
