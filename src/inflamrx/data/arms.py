@@ -40,7 +40,7 @@ def refuse_pooled(cohort: pd.DataFrame) -> None:
     """Refuse to fit one response model on a cohort holding both arms."""
     if "arm" not in cohort:
         return
-    counts = cohort["arm"].value_counts()
+    counts = cohort["arm"].value_counts().sort_index()  # drug before placebo, always
     if len(counts) > 1:
         held = ", ".join(f"{int(n)} {arm}" for arm, n in counts.items())
         raise InputError(
