@@ -12,9 +12,7 @@ from inflamrx.config import Config, build_config, load_config, parse_overrides
 from inflamrx.errors import InputError
 
 DATA_KEYS = "columns, drop, join_on, missing_codes, path, recode, synthetic, units"
-TOP_KEYS = (
-    "data, evaluation, features, model, outcome, registry, report, serving, split, tracking, tuning"
-)
+TOP_KEYS = "data, evaluation, features, model, outcome, registry, report, serving, split, tracking, treatment, tuning"
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:

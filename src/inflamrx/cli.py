@@ -261,11 +261,47 @@ def train(
             spinner.update(message)
             status.log(message)
 
-        result = run_training(cfg, progress=progress)
+        if cfg.treatment is not None:  # two arms: a benefit model (inflamrx.jobs.benefit)
+            from inflamrx.jobs.benefit import train_benefit
+
+            result: Any = train_benefit(cfg, progress=progress)
+        else:
+            result = run_training(cfg, progress=progress)
     if as_json:
         print(json.dumps(result.summary(), default=float))
         return
+    if cfg.treatment is not None:
+        print_benefit_training(result)
+        return
     print_training(result)
+
+
+def print_benefit_training(result: Any) -> None:
+    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
+    out.print(f"[bold]outcome[/]: {result.outcome}{tag}; benefit of treatment over control")
+    out.print(
+        f"arms: {result.n_treated} treated, {result.n_control} control; rejected rows "
+        f"{result.n_rejected}; without an outcome (left out) {result.n_without_outcome}"
+    )
+    m = result.metrics
+    out.print(
+        f"model: {result.learner_label} ({result.validation}); C-for-benefit "
+        f"{m.get('c_for_benefit', float('nan')):.3f} (95% CI "
+        f"{m.get('c_for_benefit_ci_low', float('nan')):.3f} to "
+        f"{m.get('c_for_benefit_ci_high', float('nan')):.3f})",
+        markup=False,
+    )
+    for name, value in result.candidates.items():
+        out.print(f"  candidate {name}: cross-fitted C-for-benefit {value:.3f}", markup=False)
+    if result.trust != "ok":
+        out.print(f"[bold red]trust: {result.trust}[/]")
+    print_warnings(result.warnings)
+    version = (
+        f" (registered version {result.registered_version})" if result.registered_version else ""
+    )
+    out.print(f"run {result.run_id}\nmodel {result.model_uri}{version}", markup=False)
+    if result.report_uri:
+        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_training(result: Any) -> None:
@@ -352,6 +388,19 @@ def tune(
     options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
     cfg, status = _job_config(config, data, sets, experiment, as_json)
+    if cfg.treatment is not None:  # two arms: choose the benefit model by a benefit metric
+        from inflamrx.jobs.benefit_tune import tune_benefit
+
+        if storage or study or workers != 1 or search_only:
+            err.print("warning: benefit tuning runs in one process, in memory; --storage, "
+                      "--study, --workers and --search-only are not used", markup=False)  # fmt: skip
+        benefit, search = tune_benefit(cfg, trials, progress=status.log)
+        if as_json:
+            print(json.dumps(benefit.summary() | {"tuning": search}, default=float))
+            return
+        out.print(f"tuned by {search['metric']}: best {search['best_params']}", markup=False)
+        print_benefit_training(benefit)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"))  # fmt: skip
     with Progress(*columns, console=status, transient=False) as bar:

@@ -209,6 +209,39 @@ def _check_space(space: dict[str, ParamRange] | None, kind: str) -> None:
         )
 
 
+BENEFIT_LEARNERS = ("interaction", "risk", "t_learner", "x_learner", "dr_learner")
+
+
+class TreatmentConfig(_Section):
+    """A two-arm (treatment-effect) analysis: the arm column and its two values (names from the
+    data contract), and the harm threshold: the absolute benefit, in probability of response,
+    below which treatment is not worth its risks and cost. Without this section a file holding
+    both arms is refused, never pooled."""
+
+    column: Literal["arm"] = "arm"
+    treated: Literal["drug", "placebo"] = "drug"
+    control: Literal["drug", "placebo"] = "placebo"
+    harm_threshold: float = Field(0.05, ge=0, lt=1)
+    # "auto": the rule of inflamrx.jobs.benefit chooses among the learners the data support.
+    learner: Literal["auto", "interaction", "risk", "t_learner", "x_learner", "dr_learner"] = "auto"
+    # Prespecified effect modifiers of the interaction model (canonical columns; CRP: a spline).
+    modifiers: list[str] = Field(default_factory=lambda: ["crp_mg_l", "il6_pg_ml"])
+    interaction_C: float = Field(1.0, gt=0)  # L2 penalty of the interaction and risk models
+    # Validation: cross-fitted on all patients, or once on a held-out split (split.test_size).
+    validation: Literal["crossfit", "holdout"] = "crossfit"
+    crossfit_folds: int = Field(5, ge=2)
+    # Below this many patients in the smaller arm only the interaction model is fitted.
+    min_per_arm_for_learners: int = Field(150, ge=10)
+
+    @model_validator(mode="after")
+    def _two_values(self) -> TreatmentConfig:
+        if self.treated == self.control:
+            raise ValueError(
+                f"treatment.treated and treatment.control must differ (both {self.treated!r})"
+            )
+        return self
+
+
 class ReportConfig(_Section):
     enabled: bool = True  # train and tune write the SHAP report for the logged model
     max_patients: int = Field(2000, ge=10)  # rows explained for the cohort figures (sampled)
@@ -229,6 +262,7 @@ class Config(_Section):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    treatment: TreatmentConfig | None = None  # two-arm data: fit a benefit model
 
     @model_validator(mode="before")
     @classmethod
@@ -310,6 +344,8 @@ def _section_for(loc: tuple[int | str, ...], tree: dict[str, Any]) -> type[BaseM
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = field.annotation if field else None
+        # An optional section (treatment: TreatmentConfig | None) is checked as its class.
+        ann = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type)), ann)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann

@@ -7,6 +7,7 @@ Nothing is lost: every input row ends up either accepted or rejected with its re
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -380,8 +381,12 @@ def _cast(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(changed) if changed else frame
 
 
-def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
-    """Validate an already-read source table against the cohort contract."""
+def validate_source(
+    source: SourceTable, data: DataConfig, require: Mapping[str, str] | None = None
+) -> ValidationResult:
+    """Validate an already-read source table against the cohort contract. ``require``: columns
+    the job needs beyond the contract's required ones, each with why (its rows without a
+    value are rejected, like a missing required column's)."""
     if source.raw.empty and not source.malformed:
         raise InputError("the input has a header but no data rows")
     _check_keyed_options(data)
@@ -406,6 +411,7 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
         for column, message in clashing:
             checker.add(pos, column, scored[column].iloc[pos], message, "items vs total")
     _contract_problems(scored, checker)
+    _require(scored, checker, require or {})
 
     bad = np.zeros(len(scored), dtype=bool)
     bad[list(checker.problems)] = True
@@ -448,6 +454,16 @@ def validate_source(source: SourceTable, data: DataConfig) -> ValidationResult:
     )
 
 
+def _require(frame: pd.DataFrame, checker: _Checker, require: Mapping[str, str]) -> None:
+    for column, why in require.items():
+        if column not in frame:
+            raise InputError(f"the data have no {column} column; {why}")
+        for pos in np.flatnonzero(frame[column].isna().to_numpy()):
+            if (int(pos), column) not in checker.bad_cells:
+                rule = f"{COLUMNS[column].label} is missing; {why}"
+                checker.add(int(pos), column, None, rule, "required")
+
+
 def _near_miss_text(source: str, canonical: str) -> str:
     return f"{source!r} looks like {canonical}: map it with data.columns: {{{canonical}: {source}}}"
 
@@ -464,9 +480,9 @@ def _renames_for_output(columns: list[str]) -> dict[str, str]:
     return renames
 
 
-def validate_cohort(data: DataConfig) -> ValidationResult:
+def validate_cohort(data: DataConfig, require: Mapping[str, str] | None = None) -> ValidationResult:
     """Read, map and validate the cohort described by ``data`` (paths relative to the cwd)."""
-    result = validate_source(read_sources(data), data)
+    result = validate_source(read_sources(data), data, require)
     result.synthetic = says_synthetic(data)
     return result
 

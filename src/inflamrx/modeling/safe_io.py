@@ -22,6 +22,12 @@ TRUSTED_TYPES = frozenset(
         "inflamrx.modeling.features.ClinicalFeatures",
         "inflamrx.features.ClinicalFeatures",  # the module path of release 0.1.0
         "numpy.dtype",  # LogisticRegression's classes_ dtype
+        # the benefit learners (their XGBoost parts are saved apart, as UBJ)
+        "inflamrx.modeling.benefit.learners.InteractionBenefit",
+        "inflamrx.modeling.benefit.learners.RiskBenefit",
+        "inflamrx.modeling.benefit.learners.TLearnerBenefit",
+        "inflamrx.modeling.benefit.learners.XLearnerBenefit",
+        "inflamrx.modeling.benefit.learners.DRLearnerBenefit",
     }
 )
 # Types skops leaves untrusted for a reason (they hold arrays it cannot audit): admitted only

@@ -19,6 +19,7 @@ from sklearn.model_selection import (
 )
 
 from inflamrx.config import Config, SplitConfig
+from inflamrx.data.arms import refuse_pooled
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.validate import ValidationResult
 from inflamrx.errors import InputError
@@ -129,6 +130,13 @@ def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
     cohort = validated.accepted
     if cohort.empty:
         raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
+    if config.treatment is not None:
+        raise InputError(
+            "this job fits single-arm response models, and the config has a treatment section "
+            "(two arms): `inflamrx train` fits the benefit model; `inflamrx tune` does not "
+            "search benefit models yet. Remove the treatment section to tune on one arm."
+        )
+    refuse_pooled(cohort)
     y_all = derive_outcome(cohort, config.outcome)
     known = y_all.notna().to_numpy()
     cohort, y = (

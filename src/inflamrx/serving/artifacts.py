@@ -29,6 +29,8 @@ class ServingSettings:
 
     threshold: float  # the decision threshold for predicted_response
     top_factors: int  # default number of SHAP reasons per patient
+    # Benefit models: the absolute benefit below which treatment is not recommended.
+    harm_threshold: float | None = None
 
 
 def save_artifacts(model: FittedModel, settings: ServingSettings, folder: Path) -> dict[str, str]:

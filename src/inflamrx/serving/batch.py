@@ -14,6 +14,7 @@ from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
+from inflamrx.serving.benefit import RECOMMEND, RECOMMENDATION, benefit_frame
 from inflamrx.serving.integrity import pickles_refused, verified_config, verify_model
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
@@ -72,8 +73,17 @@ def score(loaded: LoadedModel, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list
         warnings.append(
             f"columns the model was trained with are absent and treated as missing: {absent}"
         )
-    proba = loaded.model.predict(x)[PROBABILITY].to_numpy()
     out = pd.DataFrame({"patient_id": cohort["patient_id"].to_numpy()})
+    if loaded.model.kind.outputs != (PROBABILITY,):  # a two-arm benefit model
+        harm = loaded.settings.harm_threshold or 0.0
+        matrix = loaded.model.transform(x)
+        scored = benefit_frame(loaded.model, x, matrix, harm, loaded.settings.top_factors)
+        # A CSV cell holds the factors' texts; the served model returns them as records.
+        scored["top_factors"] = [
+            "; ".join(str(f["text"]) for f in row) for row in scored["top_factors"]
+        ]
+        return pd.concat([out, scored], axis=1), warnings
+    proba = loaded.model.predict(x)[PROBABILITY].to_numpy()
     return pd.concat([out, decide(proba, loaded.settings.threshold)], axis=1), warnings
 
 
@@ -82,8 +92,12 @@ def predict(model_uri: str, data: DataConfig) -> PredictResult:
     loaded = load_model(model_uri)
     validated = validate_cohort(data)
     threshold = loaded.settings.threshold
+    columns = [PROBABILITY, "predicted_response"]
+    if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit
+        threshold = loaded.settings.harm_threshold or 0.0
+        columns = [*loaded.model.kind.outputs, RECOMMEND, RECOMMENDATION, "top_factors"]
     if validated.accepted.empty:
-        empty = pd.DataFrame({"patient_id": [], PROBABILITY: [], "predicted_response": []})
+        empty = pd.DataFrame({c: [] for c in ["patient_id", *columns]})
         return PredictResult(empty, validated, threshold, ["no row was accepted"])
     predictions, warnings = score(loaded, validated.accepted)
     return PredictResult(predictions, validated, threshold, warnings + validated.warnings)

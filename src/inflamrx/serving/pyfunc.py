@@ -61,6 +61,7 @@ from inflamrx.serving.artifacts import (
     load_artifacts,
     save_artifacts,
 )
+from inflamrx.serving.benefit import benefit_frame, benefit_output_schema
 from inflamrx.serving.integrity import VERIFIED_KEY, is_verified, no_bytecode, record_manifest
 
 _log = logging.getLogger(__name__)
@@ -228,6 +229,10 @@ class ResponseModel(PythonModel):
         x, _absent = self.model.inputs(accepted)  # optional columns may be absent
         # The feature step runs once for both the probability and its explanation.
         matrix = self.model.transform(x)
+        if self.model.kind.outputs != (PROBABILITY,):  # a two-arm benefit model
+            harm = self.settings.harm_threshold or 0.0
+            frame = benefit_frame(self.model, x, matrix, harm, top)
+            return frame.assign(warnings=row_warnings(accepted))
         proba = self.model.predict(x, matrix)[PROBABILITY].to_numpy()
         factors: list[list[dict[str, object]]] = [[] for _ in range(len(accepted))]
         if top:
@@ -259,7 +264,10 @@ def input_schema() -> Schema:
     )
 
 
-def output_schema() -> Schema:
+def output_schema(outputs: tuple[str, ...] = (PROBABILITY,)) -> Schema:
+    """The columns a model of a kind with these ``outputs`` returns."""
+    if outputs != (PROBABILITY,):
+        return benefit_output_schema()
     factor = Object(
         [
             Property("feature", DataType.string),
@@ -280,9 +288,9 @@ def output_schema() -> Schema:
     )
 
 
-def signature(top_factors: int) -> ModelSignature:
+def signature(top_factors: int, outputs: tuple[str, ...] = (PROBABILITY,)) -> ModelSignature:
     params = ParamSchema([ParamSpec("top_factors", DataType.long, top_factors)])
-    return ModelSignature(inputs=input_schema(), outputs=output_schema(), params=params)
+    return ModelSignature(inputs=input_schema(), outputs=output_schema(outputs), params=params)
 
 
 def input_example() -> pd.DataFrame:
@@ -319,7 +327,7 @@ def log_model(
                 artifacts=artifacts,
                 # The package travels with the model, so a served copy imports this very code.
                 code_paths=[str(PACKAGE_FOLDER)],
-                signature=signature(settings.top_factors),
+                signature=signature(settings.top_factors, model.kind.outputs),
                 input_example=input_example(),
                 pip_requirements=pip_requirements(),
                 metadata=metadata,

@@ -64,6 +64,8 @@ class ModelKind(ABC, Generic[C]):
     search_space: ClassVar[dict[str, ParamRange]]  # default space for `inflamrx tune`
     # True when the kind's SHAP values have pairwise interaction values (trees).
     has_interactions: ClassVar[bool] = False
+    # The columns ``predict`` returns (serving's output schema follows them).
+    outputs: ClassVar[tuple[str, ...]] = (PROBABILITY,)
 
     @abstractmethod
     def estimator(self, cfg: C) -> BaseEstimator:

@@ -1,0 +1,150 @@
+"""Benefit learners: each recovers a known effect direction, explains its benefit additively,
+and survives save/load without pickle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit, logit
+from scipy.stats import spearmanr
+
+from inflamrx.config import build_config
+from inflamrx.data.simulate import simulate_cohort
+from inflamrx.data.validate import validate_frame
+from inflamrx.modeling.benefit.learners import LEARNERS, LOG_ODDS_RATIO, SIMPLEST_FIRST
+from inflamrx.modeling.explanations import contributions
+from inflamrx.modeling.features import model_input_columns
+from inflamrx.modeling.kinds.base import FittedModel
+from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED, fit_benefit, scale_of
+
+pytestmark = pytest.mark.slow  # fits five learners on 1,600 patients
+
+CONFIG = build_config({"treatment": {}, "model": {"n_estimators": 80, "max_depth": 2}})
+
+
+def _known_effect(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+    """SYNTHETIC trial whose benefit is known: the drug helps more the higher the CRP, placebo
+    response falls with age. Returns (inputs, outcome, arm 0/1, true benefit)."""
+    sim = simulate_cohort(n, seed=seed, two_arm=True).cohort
+    cohort = validate_frame(sim).accepted
+    rng = np.random.default_rng(seed)
+    treated = (cohort["arm"] == "drug").to_numpy().astype(int)
+    x_crp = np.log(cohort["crp_mg_l"].to_numpy()) - np.log(3.0)
+    base = -0.6 - 0.03 * (cohort["age"].to_numpy() - 45)
+    p0, p1 = expit(base), expit(base + 0.3 + 1.2 * x_crp)
+    y = pd.Series((rng.random(len(cohort)) < np.where(treated == 1, p1, p0)).astype(int))
+    x = cohort[model_input_columns(list(cohort.columns), CONFIG.outcome)]
+    return x, y, treated, p1 - p0
+
+
+@pytest.fixture(scope="module")
+def trial() -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+    return _known_effect(1600, seed=11)
+
+
+@pytest.fixture(scope="module")
+def new_patients() -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+    return _known_effect(800, seed=12)
+
+
+@pytest.fixture(scope="module")
+def fitted(trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]) -> dict[str, FittedModel]:
+    x, y, treated, _ = trial
+    return {name: fit_benefit(CONFIG, name, x, y, treated) for name in SIMPLEST_FIRST}
+
+
+@pytest.mark.parametrize("learner", SIMPLEST_FIRST)
+def test_each_learner_recovers_the_known_effect_direction(
+    learner: str, fitted: dict[str, FittedModel], new_patients: tuple[Any, ...]
+) -> None:
+    x, _y, _t, truth = new_patients
+    predicted = fitted[learner].predict(x)
+    assert list(predicted.columns) == [TREATED, CONTROL, BENEFIT]
+    benefit = predicted[BENEFIT].to_numpy()
+    np.testing.assert_allclose(benefit, predicted[TREATED] - predicted[CONTROL], atol=1e-12)
+    assert spearmanr(benefit, truth)[0] > 0.5
+    crp = x["crp_mg_l"].to_numpy()
+    high, low = crp > np.quantile(crp, 2 / 3), crp < np.quantile(crp, 1 / 3)
+    assert benefit[high].mean() > benefit[low].mean() + 0.1  # truth: about +0.35
+
+
+def test_the_arm_is_never_an_input(fitted: dict[str, FittedModel]) -> None:
+    for model in fitted.values():
+        assert "arm" not in model.input_columns
+        assert not any("arm" in name.lower() for name in model.feature_names)
+
+
+@pytest.mark.parametrize("learner", SIMPLEST_FIRST)
+def test_benefit_factors_add_up_on_the_stated_scale(
+    learner: str, fitted: dict[str, FittedModel], new_patients: tuple[Any, ...]
+) -> None:
+    model = fitted[learner]
+    x = new_patients[0].iloc[:300]
+    explained = contributions(model, x)  # refuses an explanation whose sum misses the margin
+    predicted = model.predict(x)
+    total = explained.base_value + explained.values.sum(axis=1).to_numpy()
+    if scale_of(model) == LOG_ODDS_RATIO:
+        expected = logit(predicted[TREATED]) - logit(predicted[CONTROL])
+    else:  # risk difference, where no probability was clipped into [0, 1]
+        inside = (predicted[TREATED] > 0) & (predicted[TREATED] < 1)
+        total, expected = total[inside.to_numpy()], predicted[BENEFIT][inside]
+    np.testing.assert_allclose(total, expected, atol=1e-4)
+
+
+def test_the_interaction_model_credits_only_its_prespecified_modifiers(
+    fitted: dict[str, FittedModel], new_patients: tuple[Any, ...]
+) -> None:
+    explained = contributions(fitted["interaction"], new_patients[0].iloc[:50])
+    used = explained.values.columns[(explained.values.abs() > 0).any()]
+    assert set(used) == {"CRP (mg/L, log)", "IL-6 (pg/mL, log)"}
+
+
+@pytest.mark.parametrize("learner", SIMPLEST_FIRST)
+def test_save_and_load_round_trip_without_pickle(
+    learner: str, fitted: dict[str, FittedModel], new_patients: tuple[Any, ...], tmp_path: Path
+) -> None:
+    model, x = fitted[learner], new_patients[0].iloc[:100]
+    model.save(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+    loaded = FittedModel.load(tmp_path)
+    assert loaded.kind.name == "benefit" and type(loaded.estimator) is LEARNERS[learner]
+    pd.testing.assert_frame_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_allclose(
+        contributions(loaded, x).values.to_numpy(), contributions(model, x).values.to_numpy()
+    )
+
+
+def test_meta_learners_use_missing_values_natively(
+    trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray],
+) -> None:
+    x, y, treated, _ = trial
+    holes = x.copy()
+    holes.loc[holes.index[::3], "il6_pg_ml"] = np.nan
+    model = fit_benefit(CONFIG, "x_learner", holes, y, treated)
+    assert "imput" not in repr(model.estimator).lower()
+    assert np.isfinite(model.predict(holes)[BENEFIT]).all()
+
+
+def test_meta_learners_need_a_tree_kind(
+    trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray],
+) -> None:
+    x, y, treated, _ = trial
+    logistic = build_config({"treatment": {}, "model": {"kind": "logistic"}})
+    with pytest.raises(Exception, match=r"needs a tree model kind"):
+        fit_benefit(logistic, "t_learner", x.iloc[:200], y.iloc[:200], treated[:200])
+
+
+def test_histgb_meta_learner_round_trips(
+    trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    x, y, treated, _ = trial
+    config = build_config({"treatment": {}, "model": {"kind": "histgb", "max_iter": 40}})
+    model = fit_benefit(config, "dr_learner", x, y, treated)
+    model.save(tmp_path)
+    loaded = FittedModel.load(tmp_path)
+    pd.testing.assert_frame_equal(loaded.predict(x.iloc[:50]), model.predict(x.iloc[:50]))
