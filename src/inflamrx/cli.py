@@ -47,6 +47,14 @@ ExperimentOpt = Annotated[
     typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+RunNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-name",
+        help="MLflow run name (default: job, model kind, outcome, data and n; "
+        "overrides tracking.run_name).",
+    ),
+]
 
 
 def handles_input_errors(fn: F) -> F:
@@ -81,13 +89,20 @@ def write_table(frame: Any, path: Path) -> None:
 
 
 def _quiet_libraries() -> None:
-    """MLflow's informational logs and hints drown the output a user reads; keep errors."""
+    """MLflow's informational logs and hints drown the output a user reads: the CLI says
+    itself what happened (errors come back as exceptions, which it reports)."""
     import logging
     import warnings
 
+    from mlflow.utils.logging_utils import disable_logging
+
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # "Successfully registered model ...", "Created version ..." bypass the log level: MLflow
+    # prints them to its own logging stream, which this switches off.
+    disable_logging()
     # Each model or artifact download would draw a progress bar over the summary.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     logging.getLogger("alembic").setLevel(logging.ERROR)
     for module in ("mlflow", "sqlalchemy", "skops", "pydantic"):
         warnings.filterwarnings("ignore", module=module)
@@ -115,12 +130,15 @@ def _job_config(
     sets: list[str] | None,
     experiment: str | None,
     as_json: bool,
+    run_name: str | None = None,
 ) -> tuple[Config, Console]:
     """The config of a tracked job and the console its progress goes to (stderr under --json,
     so stdout stays one JSON object); synthetic data is announced before anything runs."""
     cfg = _config(config, data, sets)
     if experiment:
         cfg.tracking.experiment = experiment
+    if run_name:
+        cfg.tracking.run_name = run_name
     from inflamrx.data.simulate import says_synthetic
 
     status = err if as_json else out
@@ -164,6 +182,33 @@ def simulate(
     out.print(f"[bold]SYNTHETIC[/] cohort of {n} patients (seed {seed}) written:")
     for what, path in written.items():
         out.print(f"  {what}: {path}")
+
+
+@app.command()
+def schema(as_json: JsonOpt = False) -> None:
+    """The data contract: canonical columns, units, ranges and roles (shipped with inflamrx)."""
+    import json
+
+    from inflamrx.data.schema import contract_rows
+
+    rows = contract_rows()
+    if as_json:
+        print(json.dumps({"columns": rows}, indent=2))
+        return
+    table = Table(title="inflamrx cohort contract (canonical columns)")
+    for col in ("column", "unit", "rule", "required", "role"):
+        table.add_column(col)
+    for r in rows:
+        required = "yes" if r["required"] else ""
+        table.add_row(
+            str(r["name"]), str(r["unit"]), Text(str(r["rule"])), required, str(r["role"])
+        )
+    out.print(table)
+    out.print(
+        "Map site columns with data.columns, units with data.units (see the README); "
+        "`inflamrx validate` checks a file against this contract.",
+        markup=False,
+    )
 
 
 @app.command()
@@ -246,6 +291,7 @@ def train(
     data: DataOpt = None,
     sets: SetOpt = None,
     experiment: ExperimentOpt = None,
+    run_name: RunNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate on a held-out test set, log to MLflow and register the model."""
@@ -254,7 +300,7 @@ def train(
     from inflamrx.jobs.train import train as run_training
 
     _quiet_libraries()
-    cfg, status = _job_config(config, data, sets, experiment, as_json)
+    cfg, status = _job_config(config, data, sets, experiment, as_json, run_name)
     with status.status("training") as spinner:
 
         def progress(message: str) -> None:
@@ -335,6 +381,7 @@ def tune(
         ),
     ] = False,
     experiment: ExperimentOpt = None,
+    run_name: RunNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune hyperparameters (Optuna), estimate the procedure honestly (nested CV), refit, register."""
@@ -351,7 +398,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
-    cfg, status = _job_config(config, data, sets, experiment, as_json)
+    cfg, status = _job_config(config, data, sets, experiment, as_json, run_name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"))  # fmt: skip
     with Progress(*columns, console=status, transient=False) as bar:
@@ -389,10 +436,12 @@ def print_tuning(result: Any) -> None:
         )
         print_warnings(result.warnings)
         return
+    from inflamrx.modeling.metrics import with_ci
+
     folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
+    pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
     out.print(
-        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {n.pooled.estimate:.3f} "
-        f"(95% CI {n.pooled.ci_low:.3f}-{n.pooled.ci_high:.3f}; outer folds {folds})"
+        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {pooled}; outer folds {folds}"
     )
     print_warnings(result.warnings)
     print_training(result.train)
@@ -479,13 +528,19 @@ def promote(
     name: Annotated[
         str | None, typer.Option("--name", help="Registered model name (when several).")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote a version marked below the minimum anyway."),
+    ] = False,
 ) -> None:
     """Point a registry alias at the model version registered from a run."""
     from inflamrx.serving.deploy import promote as run_promote
 
     _quiet_libraries()
-    registered, version = run_promote(run, alias, name)
+    registered, version, marked = run_promote(run, alias, name, force=force)
     out.print(f"models:/{registered}@{alias} -> version {version}", markup=False, highlight=False)
+    if marked:
+        print_warnings([f"promoted with --force although below the minimum: {marked}"])
 
 
 @app.command()
@@ -502,22 +557,23 @@ def explain(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for report.html, shap_values.parquet, figures.")
     ] = Path("explanations"),
+    run_name: RunNameOpt = None,
 ) -> None:
-    """SHAP explanations and the HTML report; logged to the model's run when it has one."""
+    """SHAP explanations and the HTML report; logged to a new run beside the model's own."""
     from inflamrx.jobs.explain import explain as run_explain
     from inflamrx.jobs.explain import explain_report
 
     _quiet_libraries()
     cfg = _config(config, data, sets)
     result = run_explain(model, cfg.data, patient or [], seed=cfg.report.seed)
-    files, logged = explain_report(result, model, cfg.report, out_dir)
+    files, logged = explain_report(result, model, cfg, out_dir, run_name)
     v = result.validation
     tag = " (SYNTHETIC)" if result.synthetic else ""
     out.print(
         f"rows in {v.rows_in}: explained {len(result.explanation.patient_ids)}, rejected "
         f"{len(v.rejected)}{tag}; written {files.report}, {files.table} and "
         f"{len(files.figures)} figures"
-        + (f"; logged to run {result.run_id}" if logged else ""),
+        + (f"; logged to run {logged} (explaining run {result.run_id})" if logged else ""),
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
     for problem in v.problems[:10]:

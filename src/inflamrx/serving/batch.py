@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import mlflow
 import pandas as pd
 
 from inflamrx.config import DataConfig
-from inflamrx.data.validate import ValidationResult, validate_cohort
+from inflamrx.data.validate import ValidationResult, validate_cohort, validate_frame
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
+
+# What the Python API scores: a table in memory, a file, or a full data config (mapping, units).
+CohortInput: TypeAlias = DataConfig | pd.DataFrame | str | os.PathLike[str]
+
+
+def validate_input(data: CohortInput) -> ValidationResult:
+    """The data contract on ``data``, whichever form it comes in."""
+    if isinstance(data, pd.DataFrame):
+        return validate_frame(data)
+    if isinstance(data, str | os.PathLike):
+        return validate_cohort(DataConfig(path=os.fspath(data)))
+    if isinstance(data, DataConfig):
+        return validate_cohort(data)
+    raise InputError(
+        f"data must be a pandas DataFrame, a file path or a DataConfig; got {type(data).__name__}"
+    )
 
 
 @dataclass
@@ -69,10 +87,11 @@ def score(loaded: LoadedModel, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list
     return pd.concat([out, decide(proba, loaded.settings.threshold)], axis=1), warnings
 
 
-def predict(model_uri: str, data: DataConfig) -> PredictResult:
-    """Validate ``data`` with the cohort contract, then score the accepted rows."""
+def predict(model_uri: str, data: CohortInput) -> PredictResult:
+    """Validate ``data`` (a DataFrame, a path or a DataConfig) with the cohort contract, then
+    score the accepted rows."""
     loaded = load_model(model_uri)
-    validated = validate_cohort(data)
+    validated = validate_input(data)
     threshold = loaded.settings.threshold
     if validated.accepted.empty:
         empty = pd.DataFrame({"patient_id": [], PROBABILITY: [], "predicted_response": []})

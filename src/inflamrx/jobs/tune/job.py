@@ -32,7 +32,13 @@ from optuna.trial import FrozenTrial, TrialState
 from inflamrx.config import Config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.jobs.train import Progress, TrainResult, evaluate_and_log, log_job_inputs
+from inflamrx.jobs.train import (
+    Progress,
+    TrainResult,
+    evaluate_and_log,
+    job_run_name,
+    log_job_inputs,
+)
 from inflamrx.jobs.tune.nested import NestedEstimate
 from inflamrx.jobs.tune.search import (
     FINISHED,
@@ -205,7 +211,7 @@ def _log_job(
     """The parent run: inputs, child runs per trial, tuning figures and the honest estimate,
     then the refit evaluated once and registered through ``evaluate_and_log``."""
     experiment_id = use_experiment(best_config.tracking.experiment)
-    with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}") as run:
+    with tracked_run(experiment_id, run_name=job_run_name("tune", best_config, data)) as run:
         run_id = run.info.run_id
         log_job_inputs(data, best_config, job="tune")
         mlflow.set_tags(
