@@ -197,9 +197,8 @@ def test_a_small_cohort_is_registered_marked_and_promote_needs_force(
                   root, uri)  # fmt: skip
     assert forced.returncode == 0, forced.stderr
     assert "below the minimum" in forced.stdout
-    assert client.get_model_version_by_alias("inflamrx-response", "champion").version == str(
-        summary["registered_version"]
-    )
+    champion = client.get_model_version_by_alias("inflamrx-response", "champion")
+    assert str(champion.version) == str(summary["registered_version"])
 
 
 # --- 3. the outcome's own words ---------------------------------------------------------------
