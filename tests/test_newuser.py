@@ -345,3 +345,29 @@ def test_readme_points_to_the_shipped_contract_and_the_store() -> None:
     lines = [ln.strip() for b in blocks for ln in b.splitlines() if ln.strip()]
     bare = [ln for ln in lines if re.match(r"(inflamrx|mlflow|python|pytest)\b", ln)]
     assert bare == [], bare
+
+
+def test_report_uses_the_outcomes_words(tmp_path: Path) -> None:
+    from inflamrx.data.outcomes import derive_outcome
+    from inflamrx.data.simulate import simulate_cohort
+    from inflamrx.data.validate import validate_frame
+    from inflamrx.modeling.explanations import explain_rows
+    from inflamrx.modeling.features import model_input_columns
+    from inflamrx.modeling.kinds.base import fit_model
+    from inflamrx.reporting.html import NO_VALIDATION, ReportContext, write_report
+
+    overrides = {"outcome.kind": "threshold", "outcome.column": "phq9_total",
+                 "outcome.op": ">=", "outcome.value": 10, "model.n_estimators": 20}  # fmt: skip
+    config = load_config(None, overrides)
+    cohort = validate_frame(simulate_cohort(300, seed=3).cohort, config.data).accepted
+    y = derive_outcome(cohort, config.outcome)
+    cohort, y = cohort[y.notna()].reset_index(drop=True), y.dropna().reset_index(drop=True)
+    x = cohort[model_input_columns(list(cohort.columns), config.outcome)]
+    explanation = explain_rows(fit_model(config, x, y.astype(int)), x, cohort["patient_id"])
+    label = outcome_label(config.outcome)
+    context = ReportContext("models:/m-test", "phq9_total >= 10", True, NO_VALIDATION, cohort, 0,
+                            "test patients", outcome_label=label)  # fmt: skip
+    page = write_report(explanation, context, load_config().report, tmp_path).report.read_text()
+    shown = label.replace(">", "&gt;")  # as html.escape writes it
+    assert f"predicted {shown}" in page and f"Predicted probability of {shown}" in page
+    assert "respon" not in page.lower()  # main: "what drives predicted response"

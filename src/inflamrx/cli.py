@@ -495,8 +495,10 @@ def export(
 
     _quiet_libraries()
     folder = run_export(model, out_path)
+    # mlflow starts `uvicorn` from PATH: a bare `mlflow` outside an activated venv fails.
+    bin_dir = os.path.dirname(sys.executable)
     out.print(
-        f"exported {model} to {folder}\nserve it with: "
+        f"exported {model} to {folder}\nserve it with: PATH=\"{bin_dir}:$PATH\" "
         f"mlflow models serve -m {folder} --env-manager local -p 5000",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
