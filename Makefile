@@ -15,8 +15,10 @@ export UV_PYTHON_DOWNLOADS := never
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
+# Bytecode compiled once at install: with PYTHONDONTWRITEBYTECODE set (as on this project's
+# machines) every command would otherwise recompile MLflow and friends (2-3x its start).
 $(BIN)/inflamrx: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(BIN)/inflamrx

@@ -4,8 +4,9 @@ Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100
 
 1. Single-record latency (p50 / p99, sequential requests from one client) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
-   pyfunc with the same signature served the same way (so MLflow's parsing and schema
-   enforcement cost the same on both sides; aim: p50 no more than 1.5x the trivial one).
+   pyfunc with a *typed* signature of the same input columns (yes/no columns boolean, not
+   "any"), served the same way: MLflow's enforcement of typed columns is in the floor, whatever
+   the response model declares (issue 14; aim: p50 <= 1.5x factors off, <= 2x with three).
 2. Batch throughput at --rows rows through the pyfunc's predict in-process (validation,
    features, model; with and without factors) against raw XGBoost ``predict_proba`` on the
    already transformed matrix (aim: at least 1/3 of raw).
@@ -31,6 +32,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import requests
+from mlflow.types.schema import AnyType
 
 from inflamrx.config import load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
@@ -38,7 +40,7 @@ from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import train
 from inflamrx.serving.deploy import export
-from inflamrx.serving.pyfunc import signature
+from inflamrx.serving.pyfunc import input_schema, signature
 
 TRIVIAL = """import mlflow
 import pandas as pd
@@ -121,8 +123,20 @@ def main() -> None:
         served = export(result.model_uri, root / "model")
         trivial_code = root / "trivial.py"
         trivial_code.write_text(TRIVIAL)
+        typed = mlflow.types.Schema(
+            [
+                mlflow.types.ColSpec(
+                    mlflow.types.DataType.boolean if isinstance(c.type, AnyType) else c.type,
+                    c.name,
+                    required=c.required,
+                )
+                for c in input_schema().inputs
+            ]
+        )
         mlflow.pyfunc.save_model(
-            root / "trivial", python_model=str(trivial_code), signature=signature(3)
+            root / "trivial",
+            python_model=str(trivial_code),
+            signature=mlflow.models.ModelSignature(inputs=typed, params=signature(3).params),
         )
 
         cohort = validate_frame(simulate_cohort(args.rows, seed=1).cohort).accepted
@@ -134,15 +148,15 @@ def main() -> None:
         print(f"single-record latency, {args.requests} sequential requests (ms)")
         rows = {}
         for name, folder, bodies in (
-            ("trivial pyfunc", root / "trivial", single),
+            ("trivial pyfunc, typed signature", root / "trivial", single),
             ("response model, 3 factors", served, single),
             ("response model, factors off", served, no_factors),
         ):
             ms = _latencies(folder, bodies, root / f"{name}.log")
             rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
-        base = rows["trivial pyfunc"][0]
+        base = rows["trivial pyfunc, typed signature"][0]
         for name, (p50, p99) in rows.items():
-            print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+            print(f"  {name:32s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
 
         model = mlflow.pyfunc.load_model(str(served))
         pipeline = model.unwrap_python_model().model.pipeline

@@ -28,6 +28,7 @@ from inflamrx.errors import InputError
 from inflamrx.jobs.explain import explain
 from inflamrx.jobs.tune.storage import default_study_name, fingerprint
 from inflamrx.serving.batch import load_model
+from inflamrx.serving.integrity import trust_model
 
 FIXTURES = REPO / "tests" / "fixtures"
 KINDS = ("xgboost", "logistic")
@@ -35,10 +36,25 @@ KINDS = ("xgboost", "logistic")
 
 @pytest.fixture(scope="module")
 def old_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """The 0.1.0 folders after their one migration step: `inflamrx trust-model` records the
+    SHA-256 manifest that 0.1.0 did not write (test below)."""
     root = tmp_path_factory.mktemp("release-0.1.0")
     with tarfile.open(FIXTURES / "models-0.1.0.tar.gz") as archive:
         archive.extractall(root, filter="data")
+    for kind in KINDS:
+        trust_model(str(root / f"model-0.1.0-{kind}"))
     return root, json.loads((root / "expected.json").read_text())
+
+
+def test_a_0_1_0_model_is_refused_until_its_manifest_is_recorded(tmp_path: Path) -> None:
+    with tarfile.open(FIXTURES / "models-0.1.0.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    folder = str(tmp_path / "model-0.1.0-xgboost")
+    with pytest.raises(InputError, match=r"no integrity manifest.*inflamrx trust-model --model"):
+        load_model(folder)
+    done = CliRunner().invoke(app, ["trust-model", "--model", folder])
+    assert done.exit_code == 0, done.output
+    assert load_model(folder).model.kind.name == "xgboost"
 
 
 def _same_answers(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
@@ -56,7 +72,7 @@ def test_a_0_1_0_model_loads_in_process_with_the_same_answers(
 ) -> None:
     root, expected = old_models
     folder = root / f"model-0.1.0-{kind}"
-    loaded = load_model(str(folder))  # the 0.1.0 layout, read through format 1
+    loaded = load_model(str(folder))  # the 0.1.0 layout, read through format 1, verified
     assert loaded.model.kind.name == kind
     assert loaded.settings.threshold == 0.5
     model = mlflow.pyfunc.load_model(str(folder))

@@ -1,6 +1,9 @@
 """The third model kind, added through the fitted-model protocol alone (its module
 inflamrx/modeling/kinds/histgb.py and its config class): it trains, tunes, is served with top
-factors by a real `mlflow models serve`, and appears in the report. SYNTHETIC cohorts."""
+factors by a real `inflamrx serve`, and appears in the report. SYNTHETIC cohorts.
+
+Its trees (skops' TreePredictor, a type skops leaves untrusted) load only from files checked
+against the model's SHA-256 manifest: `inflamrx serve`/`predict`, not plain MLflow."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from inflamrx.jobs.tune.storage import TuneOptions
 from inflamrx.modeling.kinds.base import kind_of
 from inflamrx.serving.batch import load_model
 from inflamrx.serving.deploy import export
+from inflamrx.serving.integrity import verified_config, verify_model
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +79,7 @@ def test_histgb_appears_in_the_report_with_its_interactions(trained: TrainResult
 
 
 def test_histgb_is_served_with_top_factors_that_add_up(
-    trained: TrainResult, workspace: Path
+    trained: TrainResult, workspace: Path, tmp_path: Path
 ) -> None:
     folder = export(trained.model_uri, workspace / "exported")
     columns = ["age", "sex", "crp_mg_l", "il6_pg_ml", "bmi"]
@@ -83,10 +87,7 @@ def test_histgb_is_served_with_top_factors_that_add_up(
     records = validate_frame(simulate_cohort(5, seed=12).cohort).accepted[columns]
     body = {"dataframe_records": records.to_dict(orient="records")}
     port = free_port()
-    command = [
-        str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(folder),
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
+    command = [str(Path(BIN) / "inflamrx"), "serve", "--model", str(folder), "--port", str(port)]
     proc, url = start_server(command, port, workspace / "server.log")
     try:
         answer = requests.post(url + "/invocations", json=body, timeout=60)
@@ -95,9 +96,12 @@ def test_histgb_is_served_with_top_factors_that_add_up(
     assert answer.status_code == 200, answer.text
     rows = answer.json()["predictions"]
     assert len(rows) == 5 and all(len(r["top_factors"]) == 3 for r in rows)
-    in_process = mlflow.pyfunc.load_model(str(folder)).predict(
-        pd.DataFrame(body["dataframe_records"])
-    )
+    with pytest.raises(Exception, match=r"TreePredictor only once the model's files match"):
+        mlflow.pyfunc.load_model(str(folder))  # not verified: the trees are not trusted
+    verified = verify_model(str(folder), tmp_path)
+    in_process = mlflow.pyfunc.load_model(
+        str(verified), model_config=verified_config(verified)
+    ).predict(pd.DataFrame(body["dataframe_records"]))
     np.testing.assert_allclose(
         [r["response_probability"] for r in rows], in_process["response_probability"], atol=1e-6
     )

@@ -463,10 +463,13 @@ def predict(
     ] = None,
 ) -> None:
     """Score patients with a logged model, through the same data contract as training."""
-    from inflamrx.serving.batch import predict as run_predict
+    from inflamrx.serving.lookup import model_info
 
     _quiet_libraries()
     cfg = _config(config, data, sets)
+    model_info(model)  # an unknown model is refused before the modelling stack is imported
+    from inflamrx.serving.batch import predict as run_predict
+
     result = run_predict(model, cfg.data)
     write_table(result.predictions, out_path)
     if rejected is not None:
@@ -520,6 +523,18 @@ def serve(
     sys.stderr.flush()
     # Become the server process: signals (Ctrl-C, SIGTERM) reach MLflow directly.
     os.execvpe(command[0], command, env)
+
+
+@app.command("trust-model")
+@handles_input_errors
+def trust_model(model: ModelOpt) -> None:
+    """Record the SHA-256 manifest of a model that has none (logged by release 0.1.0): only
+    for a model whose source you trust; predict, explain, serve and export check it."""
+    from inflamrx.serving.integrity import trust_model as run_trust
+
+    _quiet_libraries()
+    where = run_trust(model)
+    out.print(f"recorded the manifest of {model} in {where}", markup=False, highlight=False)
 
 
 @app.command()

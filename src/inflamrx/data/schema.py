@@ -1,16 +1,25 @@
 """The canonical cohort contract (``shared/cohort-schema.md``), written down once.
 
-Every other module asks this one for column names, units, ranges and roles; the pandera
-schema that checks a table is built from the same specs, so the contract cannot drift.
+Every other module asks this one for column names, units, ranges and roles. Two checkers are
+generated from the same specs, so the contract cannot drift: ``contract_failures`` (numpy, what
+``validate`` runs: pandera's per-column overhead was most of a served record's time) and the
+pandera schema ``cohort_schema`` (for anyone checking a canonical table; a differential test
+holds the two to the same failures).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
 
-import pandera.pandas as pa
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pandera costs about a second to import: only where it is used
+    import pandera.pandas as pa
 
 
 class Kind(StrEnum):
@@ -151,7 +160,97 @@ def rule_text(spec: ColumnSpec) -> str:
     return f"must be {whole}{unit}"
 
 
+class Failure(NamedTuple):
+    """One cell that breaks the contract: row position, column, check broken, the value."""
+
+    pos: int
+    column: str
+    check: str  # "not_nullable", "field_uniqueness", or the range/category/... rule
+    value: object
+
+
+def _broken(
+    spec: ColumnSpec, column: pd.Series, na: np.ndarray
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(check, mask of failing rows) of each rule of ``spec``, in ``_pandera_column``'s order.
+    Missing values break no rule but ``not_nullable`` (pandera's checks ignore them too)."""
+    if spec.kind in (Kind.NUMBER, Kind.INTEGER):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            if spec.minimum is not None and spec.maximum is not None:
+                yield "in_range", ~na & ~((values >= spec.minimum) & (values <= spec.maximum))
+            elif spec.minimum is not None:
+                yield "greater_than_or_equal_to", ~na & ~(values >= spec.minimum)
+            if spec.kind is Kind.INTEGER:
+                yield "whole_number", ~na & (values != np.round(values))
+    if spec.allowed:
+        yield "isin", ~na & ~column.isin(spec.allowed).to_numpy(dtype=bool)
+    if spec.kind is Kind.STRING:
+        yield "non_empty", ~na & (column.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+
+
+_NUMERIC_DTYPE = np.dtype("float64")
+_BOOLEAN_DTYPE = pd.BooleanDtype()
+
+
+def contract_failures(frame: pd.DataFrame) -> list[Failure]:
+    """Every cell of a parsed frame (canonical dtypes) that breaks the contract, in the order
+    pandera reports them: column by column, then nullable, unique, the rules. A required
+    column that is absent is one Failure at position -1."""
+    failures: list[Failure] = []
+    for spec in _SPECS:
+        if spec.name not in frame:
+            if spec.required:
+                failures.append(Failure(-1, spec.name, "column_in_dataframe", None))
+            continue
+        column = frame[spec.name]
+        na = column.isna().to_numpy()
+        if spec.required:
+            failures += [
+                Failure(int(i), spec.name, "not_nullable", column.iloc[i])
+                for i in np.flatnonzero(na)
+            ]
+        if spec.name == "patient_id":
+            repeated = column.duplicated(keep=False).to_numpy() & ~na  # as pandera: ids only
+            failures += [
+                Failure(int(i), spec.name, "field_uniqueness", column.iloc[i])
+                for i in np.flatnonzero(repeated)
+            ]
+        expected = _NUMERIC_DTYPE if spec.kind in (Kind.NUMBER, Kind.INTEGER) else None
+        if spec.kind is Kind.BOOLEAN:
+            expected = _BOOLEAN_DTYPE
+        if expected is not None and column.dtype != expected:  # parsing gives these dtypes
+            failures.append(Failure(-1, spec.name, "dtype", str(column.dtype)))
+            continue
+        for check, mask in _broken(spec, column, na):
+            failures += [
+                Failure(int(i), spec.name, check, column.iloc[i]) for i in np.flatnonzero(mask)
+            ]
+    return failures
+
+
+def pandera_failures(frame: pd.DataFrame) -> list[Failure]:
+    """``contract_failures`` as the pandera schema finds them (the reference implementation)."""
+    import pandera.pandas as pa
+
+    try:
+        cohort_schema().validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return [
+            Failure(
+                -1 if pd.isna(case.index) else int(case.index),
+                str(case.column),
+                str(case.check),
+                case.failure_case,
+            )
+            for case in err.failure_cases.itertuples(index=False)
+        ]
+    return []
+
+
 def _pandera_column(spec: ColumnSpec) -> pa.Column:
+    import pandera.pandas as pa
+
     checks: list[pa.Check] = []
     if spec.minimum is not None and spec.maximum is not None:
         checks.append(pa.Check.in_range(spec.minimum, spec.maximum))
@@ -182,6 +281,8 @@ def _pandera_column(spec: ColumnSpec) -> pa.Column:
 @cache
 def cohort_schema() -> pa.DataFrameSchema:
     """The pandera schema of a canonical cohort table (extra columns are allowed)."""
+    import pandera.pandas as pa
+
     return pa.DataFrameSchema(
         {spec.name: _pandera_column(spec) for spec in _SPECS}, strict=False, name="cohort"
     )

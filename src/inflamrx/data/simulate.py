@@ -22,8 +22,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.special import expit
-from scipy.stats import rankdata, truncnorm
 
 from inflamrx.config import DataConfig
 
@@ -226,6 +224,8 @@ def _lognormal_moments(median: float, log_sd: float) -> tuple[float, float]:
 
 
 def _age_distribution(p: Parameters) -> Any:
+    from scipy.stats import truncnorm  # scipy.stats costs seconds: `validate` never needs it
+
     lo, hi = p.age_range
     return truncnorm(
         (lo - p.age_mean) / p.age_sd, (hi - p.age_mean) / p.age_sd, p.age_mean, p.age_sd
@@ -254,6 +254,8 @@ def _followup(
 
 
 def _simulate(n: int, seed: int, two_arm: bool, p: Parameters) -> SimulatedCohort:
+    from scipy.special import expit  # imported here: `validate` uses this module, not scipy
+
     rng = np.random.default_rng(seed)
     normal = rng.standard_normal
 
@@ -458,6 +460,8 @@ def oracle_auroc(truth: pd.DataFrame, outcome: npt.ArrayLike) -> float:
     n_neg = len(y) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("The 'outcome' must contain both responders and non-responders.")
+    from scipy.stats import rankdata
+
     ranks = rankdata(score)  # ties get the average rank (Mann-Whitney U)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import pandera.pandas as pa
 
 from inflamrx.config import DataConfig
 from inflamrx.data.crp import CRP_ACUTE_INFECTION, CRP_BAND_LABELS, crp_band
@@ -35,7 +34,7 @@ from inflamrx.data.schema import (
     UNIT_FACTORS,
     ColumnSpec,
     Kind,
-    cohort_schema,
+    contract_failures,
     rule_text,
 )
 from inflamrx.data.simulate import says_synthetic
@@ -338,30 +337,25 @@ def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray
 
 
 def _contract_problems(frame: pd.DataFrame, checker: _Checker) -> None:
-    try:
-        cohort_schema().validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        cases = err.failure_cases
-        for case in cases.itertuples(index=False):
-            col = str(case.column)
-            if pd.isna(case.index) or col not in COLUMNS:
-                raise InputError(
-                    f"the table does not fit the cohort contract: {case.check} ({col})"
-                ) from None
-            pos = int(case.index)
-            if (pos, col) in checker.bad_cells:
-                continue  # already reported when parsing this cell
-            spec = COLUMNS[col]
-            check = str(case.check)
-            if check == "not_nullable":
-                rule, short = f"{spec.label} is required and is missing", "required"
-            elif check == "field_uniqueness":
-                same = frame[col] == case.failure_case
-                rows = [int(checker.rows[i]) for i in np.flatnonzero(same.to_numpy())]
-                rule, short = f"patient_id must be unique; it appears on rows {rows}", "unique"
-            else:
-                rule, short = f"{spec.label} {rule_text(spec)}", rule_text(spec)
-            checker.add(pos, col, case.failure_case, rule, short)
+    """A Problem per cell that breaks the contract and was not already reported when parsed
+    (tests/test_contract_paths.py swaps ``contract_failures`` for pandera's schema here)."""
+    for failure in contract_failures(frame):
+        col = failure.column
+        if failure.pos < 0 or col not in COLUMNS:
+            raise InputError(f"the table does not fit the cohort contract: {failure.check} ({col})")
+        pos = failure.pos
+        if (pos, col) in checker.bad_cells:
+            continue  # already reported when parsing this cell
+        spec = COLUMNS[col]
+        if failure.check == "not_nullable":
+            rule, short = f"{spec.label} is required and is missing", "required"
+        elif failure.check == "field_uniqueness":
+            same = frame[col] == failure.value
+            rows = [int(checker.rows[i]) for i in np.flatnonzero(same.to_numpy())]
+            rule, short = f"patient_id must be unique; it appears on rows {rows}", "unique"
+        else:
+            rule, short = f"{spec.label} {rule_text(spec)}", rule_text(spec)
+        checker.add(pos, col, failure.value, rule, short)
 
 
 _DTYPES = {

@@ -410,6 +410,23 @@ def calibration_bins(
     return table
 
 
+def local_linear(x: FloatArray, y: FloatArray, at: FloatArray, frac: float) -> FloatArray:
+    """Local linear fit of ``y`` on ``x`` with tricube weights over the nearest ``frac`` of
+    points, evaluated at ``at``. Memory is O(len(at) * len(x))."""
+    k = max(math.ceil(frac * len(x)), 2) if len(x) > 1 else 1
+    dist = np.abs(at[:, None] - x[None, :])
+    bandwidth = np.maximum(np.partition(dist, k - 1, axis=1)[:, k - 1], 1e-12)
+    w = (1 - np.clip(dist / bandwidth[:, None], 0, 1) ** 3) ** 3
+    sw = w.sum(axis=1)
+    mx, my = (w @ x) / sw, (w @ y) / sw
+    dx = x[None, :] - mx[:, None]
+    sxx = (w * dx**2).sum(axis=1)
+    sxy = (w * dx * (y[None, :] - my[:, None])).sum(axis=1)
+    # Where all weighted points share one x value, fall back to their mean y.
+    slope = np.divide(sxy, sxx, out=np.zeros_like(sxy), where=sxx > 1e-15)
+    return np.asarray(my + slope * (at - mx), dtype=np.float64)
+
+
 def lowess_calibration(
     y: npt.ArrayLike, p: npt.ArrayLike, frac: float = 2 / 3, n_grid: int = 101
 ) -> pd.DataFrame:
@@ -423,18 +440,7 @@ def lowess_calibration(
     if not 0 < frac <= 1:
         raise ValueError(f"The 'frac' parameter must be in (0, 1]. Got {frac!r}.")
     grid = np.linspace(p_arr.min(), p_arr.max(), check_positive_int(n_grid, "n_grid"))
-    k = max(math.ceil(frac * len(p_arr)), 2) if len(p_arr) > 1 else 1
-    dist = np.abs(grid[:, None] - p_arr[None, :])
-    bandwidth = np.maximum(np.partition(dist, k - 1, axis=1)[:, k - 1], 1e-12)
-    w = (1 - np.clip(dist / bandwidth[:, None], 0, 1) ** 3) ** 3
-    sw = w.sum(axis=1)
-    mx, my = (w @ p_arr) / sw, (w @ y_arr) / sw
-    dx = p_arr[None, :] - mx[:, None]
-    sxx = (w * dx**2).sum(axis=1)
-    sxy = (w * dx * (y_arr[None, :] - my[:, None])).sum(axis=1)
-    # Where all weighted points share one predicted value, fall back to their mean outcome.
-    slope = np.divide(sxy, sxx, out=np.zeros_like(sxy), where=sxx > 1e-15)
-    observed = np.clip(my + slope * (grid - mx), 0, 1)
+    observed = np.clip(local_linear(p_arr, y_arr.astype(np.float64), grid, frac), 0, 1)
     return pd.DataFrame({"predicted": grid, "observed": observed})
 
 

@@ -228,10 +228,14 @@ def waterfall_figure(
     factors: list[dict[str, object]],
     label: str | None = None,
     outcome: str = "response",
+    *,
+    title: str | None = None,
+    xlabel: str | None = None,
 ) -> Figure:
     """From the model's average patient (base value) to this patient's log-odds, one bar per
     factor (``patient_factors(..., with_subject=True)`` of the row at ``position``); the
-    remaining contributions are pooled. No identifier goes on the figure."""
+    remaining contributions are pooled. No identifier goes on the figure. ``title`` and
+    ``xlabel`` name another additive scale (e.g. a benefit explanation's log odds ratio)."""
     contrib = explanation.contrib
     steps = [(str(f["subject"]), float(f["log_odds"])) for f in factors]  # type: ignore[arg-type]
     rest = float(contrib.values.iloc[position].sum()) - sum(v for _, v in steps)
@@ -239,9 +243,11 @@ def waterfall_figure(
     if n_rest > 0:
         steps.append((f"{n_rest} other features", rest))
     base, margin = contrib.base_value, float(contrib.margin[position])
-    title = (
-        f"Predicted probability {expit(margin):.2f}\n(model's average patient {expit(base):.2f})"
-    )
+    if title is None:
+        title = (
+            f"Predicted probability {expit(margin):.2f}\n"
+            f"(model's average patient {expit(base):.2f})"
+        )
     fig, ax = _axes(title, label, size=(9.0, 0.45 * len(steps) + 2.2))
     # Top-down, the largest factor first, as a reader scans.
     cumulative = base
@@ -260,7 +266,9 @@ def waterfall_figure(
     ax.set_yticks(range(len(steps)), [text for text, _ in reversed(steps)])
     ax.axvline(base, color="#555555", linewidth=0.8, linestyle="--")
     ax.axvline(margin, color="#000000", linewidth=0.8)
-    ax.set_xlabel(f"log-odds of {outcome}\n(dashed: average patient; solid: this patient)")
+    ax.set_xlabel(
+        xlabel or f"log-odds of {outcome}\n(dashed: average patient; solid: this patient)"
+    )
     return fig
 
 
@@ -387,16 +395,12 @@ def _patients_html(
         return _section("patients", "Selected patients", _p("No patient selected."))
     chosen = explanation.rows(ids)
     points = probability_points(chosen.contrib)
-    where = (
-        "gives each numbered patient's pseudonymous id"
-        if with_ids
-        else "gives each numbered patient's row (the table holds no patient id)"
-    )
+    where = "pseudonymous id" if with_ids else "row (the table holds no patient id)"
     parts = [
         _p(
             f"No identifier appears in this report: the column report_patient of {TABLE_FILE} "
-            f"(written beside it) {where}. Points are percentage points of predicted "
-            "probability.",
+            f"(written beside it) gives each numbered patient's {where}. Points are "
+            "percentage points of predicted probability.",
             "muted",
         )
     ]
@@ -443,8 +447,11 @@ def render_html(
     patients: list[str],
     dependence: list[tuple[str, str | None]],
     factors: list[list[dict[str, object]]],
+    extra_sections: Sequence[str] = (),
     with_ids: bool = True,
 ) -> str:
+    """The page; ``extra_sections`` (ready HTML, e.g. ``reporting.benefit.benefit_section``)
+    go before the caveats."""
     banner = ""
     if context.synthetic:
         banner = (
@@ -497,6 +504,7 @@ def render_html(
             _section("dependence", "Dependence", dep),
             _section("interactions", "Interactions", inter),
             _patients_html(explanation, patients, pngs, factors, with_ids, context.outcome_label),
+            *extra_sections,
             _section("caveats", "Caveats", caveats),
         ]
     )
@@ -516,6 +524,7 @@ def write_report(
     config: ReportConfig,
     out: Path,
     patients: Sequence[str] = (),
+    extra_sections: Sequence[str] = (),
     *,
     with_ids: bool = True,
 ) -> ReportFiles:
@@ -567,15 +576,16 @@ def write_report(
         path.write_bytes(png)
         paths.append(path)
 
-    page = render_html(explanation, context, pngs, shown, dependence, factors, with_ids)
+    page = render_html(
+        explanation, context, pngs, shown, dependence, factors, extra_sections, with_ids
+    )
     report = out / REPORT_FILE
     report.write_text(page, encoding="utf-8")
     return ReportFiles(report=report, table=table, figures=paths)
 
 
 def without_ids(table: pd.DataFrame) -> pd.DataFrame:
-    """The SHAP table with ``patient_id`` replaced by ``row`` (1, 2, ... in table order): the
-    raw values a report shows then link to no patient outside the process."""
+    """``patient_id`` replaced by ``row`` (1, 2, ...): the report's raw values link to no one."""
     out = table.drop(columns="patient_id")
     out.insert(0, "row", range(1, len(out) + 1))
     return out

@@ -38,21 +38,29 @@ def save_artifacts(model: FittedModel, settings: ServingSettings, folder: Path) 
     return {MODEL_ARTIFACT: str(folder)}
 
 
-def load_artifacts(artifacts: Mapping[str, str]) -> tuple[FittedModel, ServingSettings]:
-    """The fitted model and settings from the files ``save_artifacts`` (or 0.1.0) wrote."""
+def load_artifacts(
+    artifacts: Mapping[str, str], verified: bool = False
+) -> tuple[FittedModel, ServingSettings]:
+    """The fitted model and settings from the files ``save_artifacts`` (or 0.1.0) wrote;
+    ``verified``: they matched the model's SHA-256 manifest (see ``safe_io``)."""
     if MODEL_ARTIFACT not in artifacts:
-        return _load_format_1(artifacts)
+        return _load_format_1(artifacts, verified)
     folder = Path(artifacts[MODEL_ARTIFACT])
     settings = ServingSettings(**json.loads((folder / SETTINGS_FILE).read_text()))
-    return FittedModel.load(folder), settings
+    return FittedModel.load(folder, verified), settings
 
 
-def _load_format_1(artifacts: Mapping[str, str]) -> tuple[FittedModel, ServingSettings]:
+def _load_format_1(
+    artifacts: Mapping[str, str], verified: bool
+) -> tuple[FittedModel, ServingSettings]:
     saved: dict[str, Any] = json.loads(Path(artifacts["settings"]).read_text())
     kind = kind_of(str(saved["model_kind"]))
     model_files = Path(artifacts["booster" if "booster" in artifacts else "estimator"]).parent
     pipeline = Pipeline(
-        [("features", load_trusted(artifacts["features"])), ("model", kind.load(model_files))]
+        [
+            ("features", load_trusted(artifacts["features"], verified)),
+            ("model", kind.load(model_files, verified)),
+        ]
     )
     fitted = FittedModel(kind, pipeline, [str(c) for c in saved["input_columns"]])
     return fitted, ServingSettings(float(saved["threshold"]), int(saved["top_factors"]))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeAlias
 
 import mlflow
@@ -14,6 +16,7 @@ from inflamrx.data.validate import ValidationResult, validate_cohort, validate_f
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
+from inflamrx.serving.integrity import pickles_refused, verified_config, verify_model
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
 
@@ -53,18 +56,23 @@ class LoadedModel:
 
 
 def load_model(model_uri: str) -> LoadedModel:
-    """The model behind a model URI. Models are logged as the serving pyfunc
-    (``inflamrx.serving.pyfunc.ResponseModel``); loading it checks every artifact against the
-    trusted types."""
+    """The model behind a model URI. Its files are copied and checked against the SHA-256
+    manifest recorded when it was logged (``integrity.verify_model``) before MLflow imports any
+    of it; the copy is loaded as the serving pyfunc (``ResponseModel``) with MLflow's pickle
+    deserialisation off, and every skops artifact is checked against the trusted types."""
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(tracking_uri())
-    try:
-        # The MLmodel file itself: get_model_info would also look the model up in the tracking
-        # store, which an exported folder on another machine is not in.
-        info = mlflow.models.Model.load(model_uri)
-        python_model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    except Exception as err:  # an unknown URI, a missing run, a damaged or untrusted artifact
-        raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = str(verify_model(model_uri, Path(tmp)))
+        try:
+            with pickles_refused():
+                info = mlflow.models.Model.load(folder)
+                pyfunc = mlflow.pyfunc.load_model(
+                    folder, model_config=verified_config(Path(folder))
+                )
+            python_model = pyfunc.unwrap_python_model()
+        except Exception as err:  # a damaged or untrusted artifact
+            raise InputError(f"cannot load the model {model_uri!r}: {err}") from None
     if not isinstance(python_model, ResponseModel):
         raise InputError(
             f"{model_uri!r} is not an inflamrx response model "

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 
 from inflamrx.errors import InputError
+from inflamrx.serving.integrity import serving_env, verify_model
 from inflamrx.tracking.registry import below_minimum
 from inflamrx.tracking.store import tracking_uri
 
@@ -24,17 +25,14 @@ def _use_tracking() -> str:
 
 def export(model_uri: str, out: Path) -> Path:
     """Copy the model behind ``model_uri`` into ``out``: a self-contained MLflow model
-    directory (MLmodel, artifacts, code, requirements) that ``mlflow models serve`` serves."""
+    directory (MLmodel, artifacts, code, requirements) that ``mlflow models serve`` serves.
+    The files are checked against the model's manifest first, and the manifest goes with them
+    (``integrity.MANIFEST_FILE``)."""
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose a new folder")
     _use_tracking()
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        except Exception as err:  # an unknown URI, a missing run or version
-            raise InputError(f"cannot export the model {model_uri!r}: {err}") from None
-        if not (local / "MLmodel").is_file():
-            raise InputError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
+        local = verify_model(model_uri, Path(tmp))
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -45,18 +43,19 @@ def export(model_uri: str, out: Path) -> Path:
 def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment for ``model_uri``.
 
-    MLflow execs ``uvicorn`` from PATH, so this interpreter's bin directory goes first; the
-    tracking URI is passed so that models:/ and runs:/ URIs resolve in the child."""
+    The server runs on a verified copy of the model (``integrity.verify_model``) in a new
+    temporary folder, never on the stored model: nothing is written into it, and a file
+    changed after the check is not the one served. MLflow execs ``uvicorn`` from PATH, so this
+    interpreter's bin directory goes first."""
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["MLFLOW_TRACKING_URI"] = _use_tracking()
-    try:  # a clear message here rather than a traceback from the server process
-        mlflow.models.get_model_info(model_uri)
-    except Exception as err:
-        raise InputError(f"cannot serve the model {model_uri!r}: {err}") from None
+    # The copy outlives this process (it execs the server); it is small (the model's files).
+    folder = verify_model(model_uri, Path(tempfile.mkdtemp(prefix="inflamrx-serve-")))
+    env |= serving_env(folder)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP busy-waiting
     command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder),
         "--env-manager", "local", "-h", host, "-p", str(port),
     ]  # fmt: skip
     return command, env

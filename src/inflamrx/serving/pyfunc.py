@@ -6,10 +6,11 @@ and model, and the same SHAP explanation come out as ``response_probability``,
 ``predicted_response`` (at the threshold stored with the model), ``top_factors`` and
 ``warnings``. Choices worth knowing:
 
-- Nothing is unpickled. The model is logged as *models from code* (MLflow 3 refuses to
-  unpickle a cloudpickled PythonModel by default), the XGBoost booster is stored in its own UBJ
-  format, and the scikit-learn parts go through skops with the trust policy of
-  ``modeling.safe_io``: an artifact holding any other type is refused at load time.
+- Nothing is unpickled. The model is logged as *models from code* (a cloudpickled PythonModel
+  would be a pickle), the XGBoost booster is stored in its own UBJ format, and the
+  scikit-learn parts go through skops with the exact-type trust policy of ``modeling.safe_io``.
+  The SHA-256 manifest of the logged files is recorded (``serving.integrity``) and checked
+  before ``predict``, ``explain``, ``serve`` and ``export`` import anything from the model.
 - The scoring server turns an ``MlflowException`` raised by ``predict`` into an HTTP status by
   its error code: BAD_REQUEST / INVALID_PARAMETER_VALUE answer 400 with the message; any other
   exception becomes a 400 *with a stack trace* in the body. So every bad input is raised here
@@ -60,6 +61,7 @@ from inflamrx.serving.artifacts import (
     load_artifacts,
     save_artifacts,
 )
+from inflamrx.serving.integrity import VERIFIED_KEY, is_verified, no_bytecode, record_manifest
 
 _log = logging.getLogger(__name__)
 PACKAGE_FOLDER = Path(__file__).resolve().parents[1]  # travels with the model (code_paths)
@@ -182,7 +184,8 @@ class ResponseModel(PythonModel):
     settings: ServingSettings
 
     def load_context(self, context: PythonModelContext) -> None:
-        self.model, self.settings = load_artifacts(context.artifacts)
+        verified = is_verified(context.model_config, context.artifacts)
+        self.model, self.settings = load_artifacts(context.artifacts, verified)
         # Everything loaded so far (libraries, the model) lives as long as the process: keep
         # it out of the cyclic garbage collector, whose full passes over it cost more than
         # the scoring itself once a batch builds 100,000 rows of factors (measured 20x).
@@ -307,15 +310,26 @@ def log_model(
         artifacts = save_artifacts(model, settings, folder / MODEL_ARTIFACT)
         code = folder / MODEL_CODE
         code.write_text(_MODEL_CODE_TEXT)
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(code),
-            artifacts=artifacts,
-            # The package travels with the model, so a served copy imports this very code.
-            code_paths=[str(PACKAGE_FOLDER)],
-            signature=signature(settings.top_factors),
-            input_example=input_example(),
-            pip_requirements=pip_requirements(),
-            metadata=metadata,
-            registered_model_name=registered_model_name,
-        )
+        # MLflow loads the saved model to check the input example before uploading it: with
+        # bytecode writing on, a __pycache__ of the model code would be logged as a model file.
+        with no_bytecode():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(code),
+                artifacts=artifacts,
+                # The package travels with the model, so a served copy imports this very code.
+                code_paths=[str(PACKAGE_FOLDER)],
+                signature=signature(settings.top_factors),
+                input_example=input_example(),
+                pip_requirements=pip_requirements(),
+                metadata=metadata,
+                # A key a loader may override: only keys logged here reach load_context.
+                model_config={VERIFIED_KEY: ""},
+                registered_model_name=registered_model_name,
+            )
+    version = info.registered_model_version
+    registered = (
+        (registered_model_name, str(version)) if registered_model_name and version else None
+    )
+    record_manifest(info.model_uri, info.model_id, registered)
+    return info

@@ -96,8 +96,10 @@ class ModelKind(ABC, Generic[C]):
         """Write the fitted model step into ``folder`` (no pickle)."""
         dump_trusted(estimator, folder / "estimator.skops")
 
-    def load(self, folder: Path) -> Any:
-        return load_trusted(folder / "estimator.skops")
+    def load(self, folder: Path, verified: bool = False) -> Any:
+        """The model step ``save`` wrote; ``verified``: the files matched the model's SHA-256
+        manifest, so types skops leaves untrusted (``safe_io.VERIFIED_ONLY_TYPES``) load."""
+        return load_trusted(folder / "estimator.skops", verified)
 
 
 def kind_of(name: str) -> ModelKind[Any]:
@@ -172,11 +174,11 @@ class FittedModel:
         (folder / MODEL_FILE).write_text(json.dumps(about, indent=2))
 
     @classmethod
-    def load(cls, folder: Path) -> FittedModel:
+    def load(cls, folder: Path, verified: bool = False) -> FittedModel:
         about = json.loads((folder / MODEL_FILE).read_text())
         kind = kind_of(str(about["kind"]))
-        features = load_trusted(folder / FEATURES_FILE)
-        model = kind.load(folder)
+        features = load_trusted(folder / FEATURES_FILE, verified)
+        model = kind.load(folder, verified)
         pipeline = Pipeline([("features", features), ("model", model)])
         return cls(kind, pipeline, [str(c) for c in about["input_columns"]])
 

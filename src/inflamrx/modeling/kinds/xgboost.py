@@ -92,7 +92,7 @@ class XGBoostKind(ModelKind[XGBoostConfig]):
         # XGBoost's own format (sklearn attributes included): no pickle, no skops.
         estimator.save_model(folder / BOOSTER_FILE)
 
-    def load(self, folder: Path) -> XGBClassifier:
+    def load(self, folder: Path, verified: bool = False) -> XGBClassifier:
         model = XGBClassifier()
         model.load_model(folder / BOOSTER_FILE)
         return model
