@@ -221,7 +221,7 @@ def test_values_are_printed_literally(write_tiny: Writer) -> None:
     assert "row 2 (patient p1): sex = '[/]': sex must be one of F, M" in result.stderr
 
 
-# Known bug in cli.py (not ours to edit): pandas writes a lone carriage return unquoted, so a
+# Known bug in the CLI (not ours to edit): pandas writes a lone carriage return unquoted, so a
 # source value containing one (possible in Parquet/XPT) splits its rejected row in two.
 def test_rejected_file_keeps_one_record_per_row(tmp_path: Path) -> None:
     path = tmp_path / "cohort.parquet"

@@ -264,7 +264,8 @@ def test_train_logs_the_report_to_its_run(trained: tuple[TrainResult, str]) -> N
             tracking_uri=uri,
         )
     )  # fmt: skip
-    assert sorted(table["patient_id"]) == sorted(result.test_patient_ids)  # held-out patients
+    # Held-out patients, numbered by row: no patient id in the store unless the config asks.
+    assert "patient_id" not in table and list(table["row"]) == list(range(1, result.n_test + 1))
     assert not {"site", "arm", "drug"} & set(table.columns)  # no other identifier
 
 
@@ -282,7 +283,7 @@ def test_cli_explain_end_to_end(
     done = runner.invoke(app, ["explain", "--model", result.model_uri, "--data", "new.csv",
                                "--set", "report.max_patients=100", "--out", "out"])  # fmt: skip
     assert done.exit_code == 1, done.output  # as predict: 1 = some rows rejected
-    assert "rejected 1" in done.output and f"logged to run {result.run_id}" in done.output
+    assert "rejected 1" in done.output and f"(explaining run {result.run_id})" in done.output
     out = workspace / "out"
     assert (out / "report.html").exists() and (out / "figures" / "importance.png").exists()
     table = pd.read_parquet(out / "shap_values.parquet")
@@ -330,5 +331,10 @@ def test_report_off_and_logistic_explained_by_cli(
     page = (workspace / "lin" / "report.html").read_text()
     assert "no interactions by construction" in page
     assert "Held-out test set" in page  # the training run's validation, fetched from MLflow
-    logged = {a.path for a in client.list_artifacts(result.run_id, "explanations")}
+    assert client.list_artifacts(result.run_id, "explanations") == []  # its own run, not this
+    (explain_run,) = client.search_runs(
+        [client.get_run(result.run_id).info.experiment_id],
+        f"tags.explains_run = '{result.run_id}'",
+    )
+    logged = {a.path for a in client.list_artifacts(explain_run.info.run_id, "explanations")}
     assert "explanations/report.html" in logged

@@ -3,6 +3,8 @@
 The Python API mirrors the command line::
 
     from inflamrx import load_config, simulate_cohort, validate_cohort, train, predict
+
+``predict`` and ``explain`` take a pandas DataFrame, a file path or a ``DataConfig``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ _API = {
     "tune": "inflamrx.jobs.tune.job",
     "TuneResult": "inflamrx.jobs.tune.job",
     "predict": "inflamrx.serving.batch",
+    "explain": "inflamrx.jobs.explain",
     "PredictResult": "inflamrx.serving.batch",
     "InputError": "inflamrx.errors",
 }
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from inflamrx.data.simulate import simulate_cohort, write_cohort
     from inflamrx.data.validate import validate_cohort, validate_frame
     from inflamrx.errors import InputError
+    from inflamrx.jobs.explain import explain
     from inflamrx.jobs.train import TrainResult, train
     from inflamrx.jobs.tune.job import TuneResult, tune
     from inflamrx.serving.batch import PredictResult, predict

@@ -131,13 +131,16 @@ class SplitConfig(_Section):
 
 class EvaluationConfig(_Section):
     n_bootstrap: int = Field(1000, ge=100)
-    thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.5])
+    # Probabilities at which sensitivity, PPV... are reported. None: chosen from the outcome's
+    # prevalence in the training part (fixed 0.3/0.5 report nothing at 9% prevalence).
+    thresholds: list[float] | None = None
     subgroups: list[str] = Field(default_factory=lambda: ["sex", "age_band", "trd", "site"])
     seed: int = 0
 
 
 class TrackingConfig(_Section):
     experiment: str = "inflamrx"
+    run_name: str | None = None  # None: job, kind, outcome, data and n (see jobs.train)
 
 
 class RegistryConfig(_Section):
@@ -248,6 +251,9 @@ class ReportConfig(_Section):
     example_patients: int = Field(3, ge=0, le=20)  # per-patient waterfalls in the report
     dependence_features: int = Field(6, ge=1, le=20)
     seed: int = 0
+    # Pseudonymous patient ids in the SHAP table logged to the tracking store (off: a row
+    # number instead, so logged raw values link to no patient).
+    include_patient_ids: bool = False
 
 
 class Config(_Section):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from inflamrx.config import OutcomeConfig
 from inflamrx.data.scales import item_columns
-from inflamrx.data.schema import OUTCOME_COLUMNS, SCALE_LABELS, SCALE_TOTALS
+from inflamrx.data.schema import COLUMNS, OUTCOME_COLUMNS, SCALE_LABELS, SCALE_TOTALS
 from inflamrx.errors import InputError
 
 REMISSION_CUTOFF = {"hamd17": 7.0, "madrs": 10.0}  # Leucht 2017: HAM-D17 <= 7, MADRS <= 10
@@ -25,6 +26,37 @@ def describe(cfg: OutcomeConfig) -> str:
     if cfg.kind == "threshold":
         return f"{cfg.column} {cfg.op} {cfg.value:g}"
     return f"{cfg.column} (yes/no)"
+
+
+@dataclass(frozen=True)
+class OutcomeWords:
+    """The outcome in the words figures and reports use: "response" and "responders" only
+    when the outcome is response ("PHQ-9 total >= 10" for a depression screen)."""
+
+    label: str  # "response", "remission", "PHQ-9 total >= 10"
+    positives: str  # "responders", "patients with PHQ-9 total >= 10"
+    negatives: str  # "non-responders", "patients without PHQ-9 total >= 10"
+
+    @classmethod
+    def of(cls, label: str) -> OutcomeWords:
+        if label == "response":
+            return cls(label, "responders", "non-responders")
+        return cls(label, f"patients with {label}", f"patients without {label}")
+
+
+def outcome_label(cfg: OutcomeConfig) -> str:
+    """A few words for the outcome: "response", "remission", "PHQ-9 total >= 10"."""
+    if cfg.kind in ("response", "remission"):
+        return cfg.kind
+    column = str(cfg.column)
+    name = COLUMNS[column].label if column in COLUMNS else column
+    return f"{name} {cfg.op} {cfg.value:g}" if cfg.kind == "threshold" else name
+
+
+def label_of_description(description: str) -> str:
+    """The label of a model logged before ``outcome_label`` was stored with it, from its
+    ``describe`` text ("response: >= 50% ..." -> "response")."""
+    return description.split(":")[0].strip() or "the outcome"
 
 
 def needed_columns(cfg: OutcomeConfig) -> set[str]:

@@ -286,3 +286,24 @@ def cohort_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {spec.name: _pandera_column(spec) for spec in _SPECS}, strict=False, name="cohort"
     )
+
+
+def contract_rows() -> list[dict[str, object]]:
+    """Every canonical column as plain data (what `inflamrx schema` prints): name, label, kind,
+    unit, range or allowed values, whether required, role, and the rule in words."""
+    return [
+        {
+            "name": s.name,
+            "label": s.label,
+            "kind": str(s.kind),
+            "unit": s.unit,
+            "minimum": s.minimum,
+            "maximum": s.maximum,
+            "allowed": list(s.allowed),
+            "required": s.required,
+            "role": str(s.role),
+            "below_detection_limit_allowed": s.lod,
+            "rule": rule_text(s),
+        }
+        for s in _SPECS
+    ]

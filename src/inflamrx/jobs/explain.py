@@ -1,5 +1,7 @@
 """The explain job: load a logged model, validate new rows exactly as ``predict`` does, explain
-them with SHAP and write the researcher's report (logged to the model's run when it has one)."""
+them with SHAP and write the researcher's report. When the model comes from a run, the report
+is logged to a new run of its own (nested under, and tagged with, the training run), never
+into the training run's artifacts."""
 
 from __future__ import annotations
 
@@ -12,20 +14,26 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from inflamrx.config import DataConfig, ReportConfig
-from inflamrx.data.validate import ValidationResult, validate_cohort
+from inflamrx.config import Config
+from inflamrx.data.outcomes import label_of_description
+from inflamrx.data.validate import ValidationResult
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE, log_report
 from inflamrx.modeling.explanations import Explanation, explain_rows
+from inflamrx.modeling.splits import data_digest
 from inflamrx.reporting.html import (
     EVALUATION_IMAGES,
     NO_VALIDATION,
     ModelValidation,
     ReportContext,
     ReportFiles,
+    without_ids,
     write_report,
 )
-from inflamrx.serving.batch import load_model
+from inflamrx.serving.batch import CohortInput, load_model, validate_input
+from inflamrx.tracking.store import standard_tags, tracked_run
+
+EXPLAINS_RUN_TAG = "explains_run"  # on an explain run: the training run whose model it explains
 
 
 @dataclass(frozen=True)
@@ -39,12 +47,13 @@ class ExplainResult:
 
 
 def explain(
-    model_uri: str, data: DataConfig, patients: Sequence[str] = (), seed: int = 0
+    model_uri: str, data: CohortInput, patients: Sequence[str] = (), seed: int = 0
 ) -> ExplainResult:
-    """Load the model, validate ``data`` exactly as ``predict`` does and explain the accepted
-    rows. Unknown ``patients`` ids are an InputError (the CLI exits 2)."""
+    """Load the model, validate ``data`` (a DataFrame, a path or a DataConfig) exactly as
+    ``predict`` does and explain the accepted rows. Unknown ``patients`` ids are an InputError
+    (the CLI exits 2)."""
     loaded = load_model(model_uri)
-    validated = validate_cohort(data)
+    validated = validate_input(data)
     accepted = validated.accepted
     if accepted.empty:
         raise InputError("no row of the cohort was accepted; see `inflamrx validate` for why")
@@ -92,11 +101,16 @@ def training_validation(run_id: str | None) -> ModelValidation:
 
 
 def explain_report(
-    result: ExplainResult, model_uri: str, config: ReportConfig, out: Path
-) -> tuple[ReportFiles, bool]:
+    result: ExplainResult,
+    model_uri: str,
+    config: Config,
+    out: Path,
+    run_name: str | None = None,
+) -> tuple[ReportFiles, str | None]:
     """Write the report of an ``inflamrx explain`` job under ``out`` and, when the model URI
-    resolves to a run, log it there too. Returns the files and whether they were logged."""
+    resolves to a run, log it to a new explain run. Returns the files and that run's id."""
     outcome = result.metadata.get("outcome")
+    label = result.metadata.get("outcome_label")
     context = ReportContext(
         model_uri=model_uri,
         outcome=str(outcome) if outcome else "not recorded with the model",
@@ -105,9 +119,43 @@ def explain_report(
         cohort=result.validation.accepted,
         n_rejected=len(result.validation.rejected),
         population="accepted rows of the data given to `inflamrx explain`",
+        outcome_label=str(label) if label else label_of_description(str(outcome or "")),
     )
-    files = write_report(result.explanation, context, config, out, result.patients)
+    files = write_report(result.explanation, context, config.report, out, result.patients)
     if result.run_id is None:
-        return files, False
-    log_report(files, result.run_id)
-    return files, True
+        return files, None
+    return files, log_explain_run(files, result, model_uri, config, run_name)
+
+
+def log_explain_run(
+    files: ReportFiles,
+    result: ExplainResult,
+    model_uri: str,
+    config: Config,
+    run_name: str | None,
+) -> str:
+    """A new run, in the training run's experiment and nested under it, holding the report;
+    the SHAP table goes without patient ids unless ``report.include_patient_ids``."""
+    training = mlflow.get_run(str(result.run_id))
+    n = len(result.explanation.patient_ids)
+    name = run_name or config.tracking.run_name or f"explain | {training.info.run_name} | n={n}"
+    with tracked_run(training.info.experiment_id, name) as run:
+        mlflow.set_tags(
+            standard_tags(data_digest(result.validation.accepted), result.synthetic)
+            | {
+                "job": "explain",
+                EXPLAINS_RUN_TAG: str(result.run_id),
+                "mlflow.parentRunId": str(result.run_id),  # shown under it in `mlflow ui`
+                "model_uri": model_uri,
+            }
+        )
+        rejected = float(len(result.validation.rejected))
+        mlflow.log_metrics({"n_explained": float(n), "n_rejected": rejected})
+        with tempfile.TemporaryDirectory() as tmp:
+            logged = files
+            if not config.report.include_patient_ids:
+                table = Path(tmp) / files.table.name
+                without_ids(pd.read_parquet(files.table)).to_parquet(table, index=False)
+                logged = ReportFiles(files.report, table, files.figures)
+            log_report(logged, run.info.run_id)
+        return str(run.info.run_id)

@@ -18,7 +18,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from sklearn.metrics import roc_auc_score
 
 from inflamrx.config import Config, flatten
-from inflamrx.data.outcomes import describe
+from inflamrx.data.outcomes import OutcomeWords, describe, outcome_label
 from inflamrx.data.validate import ValidationResult, validate_cohort
 from inflamrx.modeling.assessment import Assessment, assess
 from inflamrx.modeling.evaluate import Evaluation
@@ -37,6 +37,7 @@ from inflamrx.reporting.html import (
 )
 from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.pyfunc import log_model
+from inflamrx.tracking.registry import VersionCard, annotate_version
 from inflamrx.tracking.store import log_files, standard_tags, tracked_run, use_experiment
 
 Progress = Callable[[str], None]
@@ -142,10 +143,24 @@ def log_job_inputs(data: PreparedCohort, config: Config, job: str) -> None:
     mlflow.log_input(dataset, context="training")
 
 
+def job_run_name(job: str, config: Config, data: PreparedCohort) -> str:
+    """``tracking.run_name`` (``--run-name``), or one that tells runs apart in ``mlflow ui``:
+    job, model kind, outcome, data file and patients, e.g.
+    ``train xgboost | PHQ-9 total >= 10 | nhanes | n=4753``."""
+    if config.tracking.run_name:
+        return config.tracking.run_name
+    source = Path(config.data.paths[0]).stem or "data"
+    synthetic = " (SYNTHETIC)" if data.synthetic else ""
+    return (
+        f"{job} {config.model.kind} | {outcome_label(config.outcome)} | {source}{synthetic} "
+        f"| n={len(data.y)}"
+    )
+
+
 def train_on(validated: ValidationResult, config: Config, say: Progress) -> TrainResult:
     data = prepare(validated, config)
     experiment_id = use_experiment(config.tracking.experiment)
-    with tracked_run(experiment_id, run_name=f"train-{config.model.kind}") as run:
+    with tracked_run(experiment_id, run_name=job_run_name("train", config, data)) as run:
         log_job_inputs(data, config, job="train")
         say(f"cross-validating on {len(data.train_idx)} training patients")
         cv_scores, cv_warnings = cross_validate(config, data)
@@ -172,6 +187,8 @@ def evaluate_and_log(
     validation = log_assessment(assessment, data, validated, config, cv_scores)
     say("logging and registering the model")
     model_uri, version = log_and_register(fitted, config, data.synthetic)
+    if version is not None:
+        annotate_version(config.registry.name, version, version_card(assessment, data, config))
     report_uri = None
     if config.report.enabled:
         say("writing the SHAP report on the held-out patients")
@@ -229,6 +246,7 @@ def log_assessment(
             folder,
             extra_roc={"CRP alone": (assessment.y_test, assessment.crp_test)},
             cohort_label="SYNTHETIC cohort" if data.synthetic else None,
+            words=OutcomeWords.of(outcome_label(config.outcome)),
         )
         assessment.table.to_csv(folder / METRICS_TABLE_FILE, index=False)
         evaluation.to_frame().to_csv(folder / "metrics_detail.csv", index=False)
@@ -252,6 +270,7 @@ def log_and_register(
         ServingSettings(threshold=config.serving.threshold, top_factors=config.serving.top_factors),
         metadata={
             "outcome": describe(config.outcome),
+            "outcome_label": outcome_label(config.outcome),
             "model_kind": fitted.kind.name,
             "synthetic_training_data": synthetic,
         },
@@ -259,6 +278,20 @@ def log_and_register(
     )
     registered = info.registered_model_version
     return info.model_uri, (str(registered) if registered is not None else None)
+
+
+def version_card(assessment: Assessment, data: PreparedCohort, config: Config) -> VersionCard:
+    """What the registered version says about itself (description, tags, below-minimum mark)."""
+    evaluation = assessment.evaluation
+    return VersionCard(
+        outcome=describe(config.outcome),
+        data_digest=data.digest,
+        synthetic=data.synthetic,
+        auroc=evaluation.metrics.auroc,
+        validation=f"{assessment.validation} (n={evaluation.n}, {evaluation.n_events} events)",
+        validation_events=evaluation.n_events,
+        epv=assessment.epv,
+    )
 
 
 def report_test_patients(
@@ -286,9 +319,11 @@ def report_test_patients(
         cohort=test_cohort,
         n_rejected=n_rejected,
         population="held-out test patients of the training run",
+        outcome_label=outcome_label(config.outcome),
     )
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_report(explanation, context, config.report, Path(tmp))
+        with_ids = config.report.include_patient_ids
+        files = write_report(explanation, context, config.report, Path(tmp), with_ids=with_ids)
         log_report(files, run_id)
     return str(mlflow.get_artifact_uri(f"{REPORT_ARTIFACTS}/report.html"))
 

@@ -18,7 +18,7 @@ from inflamrx.modeling.evaluate import (
     events_per_variable,
 )
 from inflamrx.modeling.kinds.base import FittedModel
-from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci
+from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci, with_ci
 from inflamrx.modeling.splits import PreparedCohort
 
 
@@ -32,6 +32,8 @@ class Assessment:
     epv: EventsPerVariable
     y_test: np.ndarray
     crp_test: np.ndarray
+    # How the evaluation was obtained: the one name tags, descriptions and reports quote.
+    validation: str = "held-out test set"
 
     @property
     def warnings(self) -> list[str]:
@@ -43,6 +45,10 @@ def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessme
     test_cohort = data.test_cohort
     y_test = data.y.iloc[data.test_idx].to_numpy()
     p_test = model.probability(data.x.iloc[data.test_idx])
+    prevalence = float(data.y_train.mean())
+    thresholds = reported_thresholds(
+        config.evaluation.thresholds, prevalence, model.probability(data.x_train)
+    )
     crp = test_cohort["crp_mg_l"].to_numpy(dtype=float)
     evaluation = evaluate_predictions(
         y_test,
@@ -52,7 +58,8 @@ def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessme
         subgroups={
             k: v for k, v in subgroups(test_cohort).items() if k in config.evaluation.subgroups
         },
-        thresholds=tuple(config.evaluation.thresholds),
+        thresholds=thresholds,
+        dca_thresholds=decision_curve_thresholds(prevalence),
         n_boot=config.evaluation.n_bootstrap,
         seed=config.evaluation.seed,
     )
@@ -65,6 +72,28 @@ def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessme
         y_test=y_test,
         crp_test=crp,
     )
+
+
+def reported_thresholds(
+    configured: list[float] | None, prevalence: float, p_train: np.ndarray
+) -> tuple[float, ...]:
+    """Probabilities at which sensitivity, PPV... are reported: the config's, or 1, 1.5 and 2
+    times the outcome's prevalence in the training part, keeping those that flag at least 5%
+    of the training patients (a threshold nobody reaches reports PPV 0/0). Chosen before the
+    test set is looked at; the served decision threshold is ``serving.threshold``."""
+    if configured is not None:
+        return tuple(configured)
+    candidates = sorted({round(f * prevalence, 2) for f in (1.0, 1.5, 2.0)})
+    kept = [t for t in candidates if 0 < t < 1 and float(np.mean(p_train >= t)) >= 0.05]
+    return tuple(kept) or (float(np.clip(round(prevalence, 2), 0.01, 0.99)),)
+
+
+def decision_curve_thresholds(prevalence: float) -> tuple[float, ...]:
+    """The decision curve from a third of the prevalence to 30 points above it (1% steps):
+    the range where a decision at this prevalence is made (0.05-0.60 hides a 9% outcome)."""
+    low = max(1, round(100 * prevalence / 3))
+    high = min(95, max(low + 10, round(100 * prevalence) + 30))
+    return tuple(k / 100 for k in range(low, high + 1))
 
 
 def subgroups(cohort: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -96,7 +125,7 @@ def crp_baselines(y: np.ndarray, crp: np.ndarray, config: Config) -> dict[str, E
 
 
 def _fmt(est: Estimate) -> str:
-    return f"{est.estimate:.3f} ({est.ci_low:.3f}-{est.ci_high:.3f})"
+    return with_ci(est.estimate, est.ci_low, est.ci_high)
 
 
 def baseline_table(evaluation: Evaluation, base: dict[str, Estimate]) -> pd.DataFrame:
@@ -118,13 +147,13 @@ def baseline_table(evaluation: Evaluation, base: dict[str, Estimate]) -> pd.Data
         rule_text = ""
         if not rule.empty:
             r = rule.iloc[0]
-            rule_text = f"{r[stat]:.3f} ({r[stat + '_ci_low']:.3f}-{r[stat + '_ci_high']:.3f})"
+            rule_text = with_ci(r[stat], r[stat + "_ci_low"], r[stat + "_ci_high"])
         for row in model_rows.itertuples(index=False):
             d = row._asdict()
             rows.append(
                 (
                     f"{stat.upper() if len(stat) == 3 else stat.capitalize()} at p >= {d['threshold']:g}",
-                    f"{d[stat]:.3f} ({d[stat + '_ci_low']:.3f}-{d[stat + '_ci_high']:.3f})",
+                    with_ci(d[stat], d[stat + "_ci_low"], d[stat + "_ci_high"]),
                     rule_text,
                     "",
                 )

@@ -46,6 +46,17 @@ class Estimate:
     n_resamples: int  # bootstrap resamples that gave a finite value
 
 
+def with_ci(estimate: float, low: float, high: float, digits: int = 3, level: str = "") -> str:
+    """``0.712 (0.650 to 0.770)``: the one text form of a value with its interval. "to", not a
+    dash, which reads as a minus sign beside negative bounds (``-0.21-0.19``)."""
+    if not np.isfinite(estimate):
+        return "not defined"  # e.g. PPV when nobody is flagged: 0/0, never printed as nan
+    inside = f"{level} " if level else ""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{estimate:.{digits}f} ({inside or 'CI '}not estimable)"
+    return f"{estimate:.{digits}f} ({inside}{low:.{digits}f} to {high:.{digits}f})"
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     """Whole-sample metrics with bootstrap percentile intervals from one set of resamples."""

@@ -21,8 +21,9 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from inflamrx.data.outcomes import OutcomeWords
 from inflamrx.modeling.evaluate import Evaluation
-from inflamrx.modeling.metrics import Estimate, FloatArray, IntArray, check_labels
+from inflamrx.modeling.metrics import Estimate, FloatArray, IntArray, check_labels, with_ci
 
 # name -> (outcome labels, score); higher score means more likely to respond.
 ExtraRoc = Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]
@@ -53,7 +54,7 @@ def new_axes(
 def _with_ci(name: str, est: Estimate, alpha: float) -> str:
     # "to" rather than a dash, which reads as a minus sign next to negative intercepts.
     level = f"{100 * (1 - alpha):g}% CI"
-    return f"{name} {est.estimate:.2f} ({level} {est.ci_low:.2f} to {est.ci_high:.2f})"
+    return f"{name} {with_ci(est.estimate, est.ci_low, est.ci_high, 2, level)}"
 
 
 def _check_extra_roc(
@@ -71,8 +72,15 @@ def _check_extra_roc(
     return y_arr, s
 
 
+RESPONSE = OutcomeWords.of("response")
+
+
 def roc_figure(
-    evaluation: Evaluation, *, extra_roc: ExtraRoc | None = None, cohort_label: str | None = None
+    evaluation: Evaluation,
+    *,
+    extra_roc: ExtraRoc | None = None,
+    cohort_label: str | None = None,
+    words: OutcomeWords = RESPONSE,
 ) -> Figure:
     """ROC curve of the model, optionally beside baseline scores such as CRP alone."""
     fig, ax = new_axes("ROC curve", cohort_label)
@@ -85,14 +93,16 @@ def roc_figure(
         ax.plot(fpr, tpr, ls="--", label=f"{name}, AUROC {roc_auc_score(y_arr, s):.2f}")
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="Chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
-    ax.set_xlabel("1 − specificity (non-responders wrongly flagged)")
-    ax.set_ylabel("Sensitivity (responders correctly flagged)")
+    ax.set_xlabel(f"1 − specificity ({words.negatives} wrongly flagged)")
+    ax.set_ylabel(f"Sensitivity ({words.positives} correctly flagged)")
     ax.legend(loc="lower right", fontsize="small")
     return fig
 
 
-def precision_recall_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
-    """Precision-recall curve, with the response rate (what treating everyone achieves)."""
+def precision_recall_figure(
+    evaluation: Evaluation, *, cohort_label: str | None = None, words: OutcomeWords = RESPONSE
+) -> Figure:
+    """Precision-recall curve, with the outcome's rate (what treating everyone achieves)."""
     fig, ax = new_axes("Precision-recall curve", cohort_label)
     pr, alpha = evaluation.pr_curve, evaluation.metrics.alpha
     label = _with_ci("Model, AUPRC", evaluation.metrics.auprc, alpha)
@@ -101,17 +111,19 @@ def precision_recall_figure(evaluation: Evaluation, *, cohort_label: str | None 
         evaluation.prevalence,
         color="grey",
         ls=":",
-        label=f"Response rate {evaluation.prevalence:.2f} (treat all)",
+        label=f"Rate of {words.label} {evaluation.prevalence:.2f} (treat all)",
     )
     ax.set(xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_xlabel("Sensitivity (share of responders flagged)")
-    ax.set_ylabel("Positive predictive value (flagged who respond)")
+    ax.set_xlabel(f"Sensitivity (share of {words.positives} flagged)")
+    ax.set_ylabel(f"Positive predictive value (flagged with {words.label})")
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
 
-def calibration_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
-    """Observed against predicted response: quantile groups with Wilson CIs and a LOWESS line."""
+def calibration_figure(
+    evaluation: Evaluation, *, cohort_label: str | None = None, words: OutcomeWords = RESPONSE
+) -> Figure:
+    """Observed against predicted outcome: quantile groups with Wilson CIs and a LOWESS line."""
     fig, ax = new_axes("Calibration", cohort_label)
     bins, smooth = evaluation.calibration_bins, evaluation.calibration_smooth
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="Perfect calibration")
@@ -140,13 +152,15 @@ def calibration_figure(evaluation: Evaluation, *, cohort_label: str | None = Non
     )
     ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize="small")
     ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
-    ax.set_xlabel("Predicted probability of response")
-    ax.set_ylabel("Observed proportion who responded")
+    ax.set_xlabel(f"Predicted probability of {words.label}")
+    ax.set_ylabel(f"Observed proportion with {words.label}")
     ax.legend(loc="lower right", fontsize="small")
     return fig
 
 
-def decision_curve_figure(evaluation: Evaluation, *, cohort_label: str | None = None) -> Figure:
+def decision_curve_figure(
+    evaluation: Evaluation, *, cohort_label: str | None = None, words: OutcomeWords = RESPONSE
+) -> Figure:
     """Net benefit across threshold probabilities: model, treat all, treat none and the rule."""
     fig, ax = new_axes("Decision curve", cohort_label)
     dca = evaluation.decision_curve
@@ -158,8 +172,8 @@ def decision_curve_figure(evaluation: Evaluation, *, cohort_label: str | None = 
     # Treat-all plunges at high thresholds; keep the informative range in view.
     curves = dca.drop(columns="threshold").to_numpy()
     ax.set_ylim(-0.05, max(float(np.nanmax(curves)), 0.01) * 1.15)
-    ax.set_xlabel("Threshold probability of response at which treatment is offered")
-    ax.set_ylabel("Net benefit (net responders treated per patient)")
+    ax.set_xlabel(f"Threshold probability of {words.label} at which treatment is offered")
+    ax.set_ylabel(f"Net benefit (net {words.positives} flagged per patient)")
     ax.legend(loc="upper right", fontsize="small")
     return fig
 
@@ -171,15 +185,18 @@ def save_evaluation_plots(
     *,
     cohort_label: str | None = None,
     dpi: int = 150,
+    words: OutcomeWords = RESPONSE,
 ) -> dict[str, Path]:
     """Write the four figures as PNGs into ``out_dir``; return ``{plot name: path}``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {
-        "roc": roc_figure(evaluation, extra_roc=extra_roc, cohort_label=cohort_label),
-        "precision_recall": precision_recall_figure(evaluation, cohort_label=cohort_label),
-        "calibration": calibration_figure(evaluation, cohort_label=cohort_label),
-        "decision_curve": decision_curve_figure(evaluation, cohort_label=cohort_label),
+        "roc": roc_figure(evaluation, extra_roc=extra_roc, cohort_label=cohort_label, words=words),
+        "precision_recall": precision_recall_figure(
+            evaluation, cohort_label=cohort_label, words=words
+        ),
+        "calibration": calibration_figure(evaluation, cohort_label=cohort_label, words=words),
+        "decision_curve": decision_curve_figure(evaluation, cohort_label=cohort_label, words=words),
     }
     paths = {}
     for name, fig in figures.items():

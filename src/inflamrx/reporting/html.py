@@ -7,8 +7,10 @@ opens offline and nothing is fetched. Figures are ``matplotlib.figure.Figure`` o
 Agg canvas (never pyplot), as in :mod:`inflamrx.reporting.figures`.
 
 Identifiers: the report carries none. Selected patients are numbered ("Patient 1"); the SHAP
-table (``shap_values.parquet``, logged beside the report) maps each number to the pseudonymous
-``patient_id`` in its ``report_patient`` column, and carries no other identifier.
+table (``shap_values.parquet``) gives each number in its ``report_patient`` column. Written for
+a tracking store (``with_ids=False``, the default of training runs) the table holds a ``row``
+number instead of the pseudonymous ``patient_id``, so nothing links it to a patient; a local
+``inflamrx explain`` folder keeps the ids the user gave it.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class ReportContext:
     cohort: pd.DataFrame  # accepted canonical rows that were explained (summary figures only)
     n_rejected: int
     population: str  # e.g. "held-out test patients of the training run"
+    outcome_label: str = "response"  # the outcome in a few words (data.outcomes.outcome_label)
 
 
 @dataclass(frozen=True)
@@ -129,11 +132,13 @@ def _axes(
     return new_axes(title, label, size=size, dpi=100)
 
 
-def importance_figure(explanation: Explanation, label: str | None = None) -> Figure:
+def importance_figure(
+    explanation: Explanation, label: str | None = None, outcome: str = "response"
+) -> Figure:
     importance = global_importance(explanation.contrib).head(TOP_FEATURES)[::-1]
     fig, ax = _axes("Global importance\n(mean |SHAP| over patients)", label, size=(8.0, 5.5))
     ax.barh(importance.index, importance.to_numpy(), color="#1f77b4")
-    ax.set_xlabel("mean |contribution| (log-odds of response)")
+    ax.set_xlabel(f"mean |contribution| (log-odds of {outcome})")
     return fig
 
 
@@ -144,7 +149,9 @@ def _percentile_colour(values: np.ndarray) -> np.ndarray:
     return np.asarray(ranks, dtype=float)
 
 
-def beeswarm_figure(explanation: Explanation, label: str | None = None) -> Figure:
+def beeswarm_figure(
+    explanation: Explanation, label: str | None = None, outcome: str = "response"
+) -> Figure:
     values, features = explanation.contrib.values, explanation.contrib.features
     top = list(global_importance(explanation.contrib).head(TOP_FEATURES).index)
     fig, ax = _axes("Contributions per patient (beeswarm)", label, size=(8.0, 6.5))
@@ -165,7 +172,7 @@ def beeswarm_figure(explanation: Explanation, label: str | None = None) -> Figur
         )  # fmt: skip
     ax.set_yticks(range(len(top)), list(reversed(top)))
     ax.axvline(0, color="#555555", linewidth=0.8)
-    ax.set_xlabel("contribution (log-odds of response); grey = value missing")
+    ax.set_xlabel(f"contribution (log-odds of {outcome}); grey = value missing")
     if top:
         bar = fig.colorbar(points, ax=ax, ticks=[0, 1])
         bar.ax.set_yticklabels(["low", "high"])
@@ -205,11 +212,13 @@ def dependence_figure(
     return fig
 
 
-def interaction_figure(pairs: pd.DataFrame, label: str | None = None) -> Figure:
+def interaction_figure(
+    pairs: pd.DataFrame, label: str | None = None, outcome: str = "response"
+) -> Figure:
     fig, ax = _axes("Strongest interactions\n(SHAP, sampled patients)", label, size=(9.0, 5.0))
     names = [f"{a} x {b}" for a, b in zip(pairs["feature"], pairs["with"], strict=True)]
     ax.barh(names[::-1], pairs["mean_abs_interaction"].to_numpy()[::-1], color="#9467bd")
-    ax.set_xlabel("mean |interaction| (log-odds of response)")
+    ax.set_xlabel(f"mean |interaction| (log-odds of {outcome})")
     return fig
 
 
@@ -218,9 +227,10 @@ def waterfall_figure(
     position: int,
     factors: list[dict[str, object]],
     label: str | None = None,
+    outcome: str = "response",
     *,
     title: str | None = None,
-    xlabel: str = "log-odds of response\n(dashed: average patient; solid: this patient)",
+    xlabel: str | None = None,
 ) -> Figure:
     """From the model's average patient (base value) to this patient's log-odds, one bar per
     factor (``patient_factors(..., with_subject=True)`` of the row at ``position``); the
@@ -256,7 +266,9 @@ def waterfall_figure(
     ax.set_yticks(range(len(steps)), [text for text, _ in reversed(steps)])
     ax.axvline(base, color="#555555", linewidth=0.8, linestyle="--")
     ax.axvline(margin, color="#000000", linewidth=0.8)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(
+        xlabel or f"log-odds of {outcome}\n(dashed: average patient; solid: this patient)"
+    )
     return fig
 
 
@@ -376,16 +388,19 @@ def _patients_html(
     ids: list[str],
     pngs: dict[str, bytes],
     factors: list[list[dict[str, object]]],
+    with_ids: bool = True,
+    outcome: str = "response",
 ) -> str:
     if not ids:
         return _section("patients", "Selected patients", _p("No patient selected."))
     chosen = explanation.rows(ids)
     points = probability_points(chosen.contrib)
+    where = "pseudonymous id" if with_ids else "row (the table holds no patient id)"
     parts = [
         _p(
-            "No identifier appears in this report: the column report_patient of "
-            f"{TABLE_FILE} (logged beside it) gives each numbered patient's pseudonymous id. "
-            "Points are percentage points of predicted probability.",
+            f"No identifier appears in this report: the column report_patient of {TABLE_FILE} "
+            f"(written beside it) gives each numbered patient's {where}. Points are "
+            "percentage points of predicted probability.",
             "muted",
         )
     ]
@@ -398,7 +413,7 @@ def _patients_html(
         parts.append(
             f'<div class="patient"><h3>Patient {i + 1}</h3>'
             + _p(
-                f"Predicted probability of response {chosen.contrib.probability[i]:.2f}; "
+                f"Predicted probability of {outcome} {chosen.contrib.probability[i]:.2f}; "
                 f"base value {chosen.contrib.base_value:+.2f} log-odds, patient "
                 f"{chosen.contrib.margin[i]:+.2f}. Points of all features sum to {total:+.1f} "
                 "(on the probability scale contributions are not exactly additive)."
@@ -412,7 +427,7 @@ def _patients_html(
 
 CAVEATS = (
     "SHAP values describe association inside this model, not causation: a marker that "
-    "raises the predicted probability is not shown to cause response, and changing it would "
+    "raises the predicted probability is not shown to cause the outcome, and changing it would "
     "not be expected to change the outcome.",
     "Contributions are relative to the model's average patient (the base value) and depend on "
     "the other features: correlated features (CRP and IL-6, the symptom scales) share credit "
@@ -433,6 +448,7 @@ def render_html(
     dependence: list[tuple[str, str | None]],
     factors: list[list[dict[str, object]]],
     extra_sections: Sequence[str] = (),
+    with_ids: bool = True,
 ) -> str:
     """The page; ``extra_sections`` (ready HTML, e.g. ``reporting.benefit.benefit_section``)
     go before the caveats."""
@@ -474,7 +490,7 @@ def render_html(
     caveats = "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>"
     if context.synthetic:
         caveats += _p("These results come from SYNTHETIC data.", "synthetic")
-    title = "inflamrx: what drives predicted response" + (
+    title = f"inflamrx: what drives predicted {context.outcome_label}" + (
         " (SYNTHETIC)" if context.synthetic else ""
     )
     body = "".join(
@@ -487,7 +503,7 @@ def render_html(
             beeswarm,
             _section("dependence", "Dependence", dep),
             _section("interactions", "Interactions", inter),
-            _patients_html(explanation, patients, pngs, factors),
+            _patients_html(explanation, patients, pngs, factors, with_ids, context.outcome_label),
             *extra_sections,
             _section("caveats", "Caveats", caveats),
         ]
@@ -509,8 +525,13 @@ def write_report(
     out: Path,
     patients: Sequence[str] = (),
     extra_sections: Sequence[str] = (),
+    *,
+    with_ids: bool = True,
 ) -> ReportFiles:
     """Write report.html, shap_values.parquet and the figures under ``out``.
+
+    ``with_ids=False``: the table carries a ``row`` number in place of ``patient_id`` (see
+    :func:`without_ids`), for anything logged to a tracking store.
 
     ``patients``: the ids to show and to tabulate; empty: every explained patient is
     tabulated and ``config.example_patients`` spread over the predictions are shown.
@@ -519,18 +540,19 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / FIGURE_DIR).mkdir(exist_ok=True)
     label = "SYNTHETIC cohort" if context.synthetic else None
+    outcome = context.outcome_label
     shown = list(patients) or example_patients(explanation, config.example_patients)
     tabulated = explanation.rows(list(patients)) if patients else explanation
     table = out / TABLE_FILE
     numbered = dict(zip(shown, range(1, len(shown) + 1), strict=True))
     values = shap_table(tabulated.contrib, tabulated.patient_ids)
     values.insert(1, "report_patient", values["patient_id"].map(numbered).astype("Int64"))
-    values.to_parquet(table, index=False)
+    (values if with_ids else without_ids(values)).to_parquet(table, index=False)
 
     sample = _sample(explanation, config.max_patients, config.seed)
     figures: dict[str, Figure] = {
-        "importance": importance_figure(explanation, label),
-        "beeswarm": beeswarm_figure(sample, label),
+        "importance": importance_figure(explanation, label, outcome),
+        "beeswarm": beeswarm_figure(sample, label, outcome),
     }
     dependence = [
         (f, strongest_partner(sample.contrib, f, explanation.interactions))
@@ -540,13 +562,13 @@ def write_report(
         figures[f"dependence_{i + 1}"] = dependence_figure(sample, feature, partner, label)
     if explanation.interactions is not None:
         figures["interactions"] = interaction_figure(
-            top_interactions(explanation.interactions), label
+            top_interactions(explanation.interactions), label, outcome
         )
     chosen = explanation.rows(shown)
     # Computed once for the waterfalls and the patients' tables.
     factors = patient_factors(chosen.contrib, chosen.x, WATERFALL_FEATURES, with_subject=True)
     for i in range(len(shown)):
-        figures[f"waterfall_{i + 1}"] = waterfall_figure(chosen, i, factors[i], label)
+        figures[f"waterfall_{i + 1}"] = waterfall_figure(chosen, i, factors[i], label, outcome)
     pngs = {name: _png(fig) for name, fig in figures.items()}
     paths = []
     for name, png in pngs.items():
@@ -554,10 +576,19 @@ def write_report(
         path.write_bytes(png)
         paths.append(path)
 
-    page = render_html(explanation, context, pngs, shown, dependence, factors, extra_sections)
+    page = render_html(
+        explanation, context, pngs, shown, dependence, factors, extra_sections, with_ids
+    )
     report = out / REPORT_FILE
     report.write_text(page, encoding="utf-8")
     return ReportFiles(report=report, table=table, figures=paths)
+
+
+def without_ids(table: pd.DataFrame) -> pd.DataFrame:
+    """``patient_id`` replaced by ``row`` (1, 2, ...): the report's raw values link to no one."""
+    out = table.drop(columns="patient_id")
+    out.insert(0, "row", range(1, len(out) + 1))
+    return out
 
 
 def _sample(explanation: Explanation, n: int, seed: int) -> Explanation:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import mlflow
 import pandas as pd
 
 from inflamrx.config import DataConfig
-from inflamrx.data.validate import ValidationResult, validate_cohort
+from inflamrx.data.validate import ValidationResult, validate_cohort, validate_frame
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
@@ -18,6 +20,22 @@ from inflamrx.serving.benefit import RECOMMEND, RECOMMENDATION, benefit_frame
 from inflamrx.serving.integrity import pickles_refused, verified_config, verify_model
 from inflamrx.serving.pyfunc import ResponseModel, decide
 from inflamrx.tracking.store import tracking_uri
+
+# What the Python API scores: a table in memory, a file, or a full data config (mapping, units).
+CohortInput: TypeAlias = DataConfig | pd.DataFrame | str | os.PathLike[str]
+
+
+def validate_input(data: CohortInput) -> ValidationResult:
+    """The data contract on ``data``, whichever form it comes in."""
+    if isinstance(data, pd.DataFrame):
+        return validate_frame(data)
+    if isinstance(data, str | os.PathLike):
+        return validate_cohort(DataConfig(path=os.fspath(data)))
+    if isinstance(data, DataConfig):
+        return validate_cohort(data)
+    raise InputError(
+        f"data must be a pandas DataFrame, a file path or a DataConfig; got {type(data).__name__}"
+    )
 
 
 @dataclass
@@ -87,10 +105,11 @@ def score(loaded: LoadedModel, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list
     return pd.concat([out, decide(proba, loaded.settings.threshold)], axis=1), warnings
 
 
-def predict(model_uri: str, data: DataConfig) -> PredictResult:
-    """Validate ``data`` with the cohort contract, then score the accepted rows."""
+def predict(model_uri: str, data: CohortInput) -> PredictResult:
+    """Validate ``data`` (a DataFrame, a path or a DataConfig) with the cohort contract, then
+    score the accepted rows."""
     loaded = load_model(model_uri)
-    validated = validate_cohort(data)
+    validated = validate_input(data)
     threshold = loaded.settings.threshold
     columns = [PROBABILITY, "predicted_response"]
     if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit

@@ -12,6 +12,7 @@ import mlflow
 
 from inflamrx.errors import InputError
 from inflamrx.serving.integrity import serving_env, verify_model
+from inflamrx.tracking.registry import below_minimum
 from inflamrx.tracking.store import tracking_uri
 
 
@@ -60,8 +61,12 @@ def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict
     return command, env
 
 
-def promote(run_id: str, alias: str, name: str | None = None) -> tuple[str, str]:
-    """Point ``alias`` at the model version registered from ``run_id``; return (name, version)."""
+def promote(
+    run_id: str, alias: str, name: str | None = None, force: bool = False
+) -> tuple[str, str, str | None]:
+    """Point ``alias`` at the model version registered from ``run_id``; return (name, version,
+    why it is below the minimum or None). A version marked below the minimum is refused unless
+    ``force``."""
     client = mlflow.MlflowClient(_use_tracking())
     query = f"run_id = '{run_id}'"
     try:
@@ -79,5 +84,11 @@ def promote(run_id: str, alias: str, name: str | None = None) -> tuple[str, str]
         names = sorted({v.name for v in versions})
         raise InputError(f"run {run_id} registered several models {names}; choose one with --name")
     latest = max(versions, key=lambda v: int(v.version))
+    marked = below_minimum(latest)
+    if marked and not force:
+        raise InputError(
+            f"{latest.name} version {latest.version} is below the minimum for use ({marked}); "
+            f"not promoted to @{alias}. Add --force to promote it anyway."
+        )
     client.set_registered_model_alias(latest.name, alias, latest.version)
-    return latest.name, str(latest.version)
+    return latest.name, str(latest.version), marked

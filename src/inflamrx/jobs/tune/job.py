@@ -35,7 +35,13 @@ from optuna.trial import FrozenTrial, TrialState
 from inflamrx.config import Config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.jobs.train import Progress, TrainResult, evaluate_and_log, log_job_inputs
+from inflamrx.jobs.train import (
+    Progress,
+    TrainResult,
+    evaluate_and_log,
+    job_run_name,
+    log_job_inputs,
+)
 from inflamrx.jobs.tune.nested import NestedEstimate
 from inflamrx.jobs.tune.search import (
     FINISHED,
@@ -226,7 +232,9 @@ def _log_job(
             "best_trial": str(best.number),
             "optuna_finished_trials": str(sum(t.state in FINISHED for t in trials))}  # fmt: skip
     # Tagged at creation: a job killed at any later moment leaves a run the next one finds.
-    with tracked_run(experiment_id, run_name=f"tune-{best_config.model.kind}", tags=tags) as run:
+    with tracked_run(
+        experiment_id, run_name=job_run_name("tune", best_config, data), tags=tags
+    ) as run:
         run_id = run.info.run_id
         log_job_inputs(data, best_config, job="tune")
         say("logging one child run per trial")

@@ -15,6 +15,16 @@ from rich.table import Table
 from rich.text import Text
 
 from inflamrx import __version__
+from inflamrx.cli.output import (
+    err,
+    out,
+    print_benefit_training,
+    print_training,
+    print_tuning,
+    print_validation,
+    print_warnings,
+    write_table,
+)
 from inflamrx.config import Config, load_config, parse_overrides
 from inflamrx.errors import InputError
 
@@ -25,8 +35,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[
@@ -47,6 +55,14 @@ ExperimentOpt = Annotated[
     typer.Option("--experiment", help="MLflow experiment (overrides tracking.experiment)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+RunNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-name",
+        help="MLflow run name (default: job, model kind, outcome, data and n; "
+        "overrides tracking.run_name).",
+    ),
+]
 
 
 def handles_input_errors(fn: F) -> F:
@@ -65,29 +81,21 @@ def handles_input_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def write_table(frame: Any, path: Path) -> None:
-    """Write a CSV or Parquet output; an unwritable path is an input error, not a traceback."""
-    import csv
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame.to_parquet(path, index=False)
-        else:
-            # Quote every field: a value holding a line break must stay one record.
-            frame.to_csv(path, index=False, quoting=csv.QUOTE_ALL)
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
-
-
 def _quiet_libraries() -> None:
-    """MLflow's informational logs and hints drown the output a user reads; keep errors."""
+    """MLflow's informational logs and hints drown the output a user reads: the CLI says
+    itself what happened (errors come back as exceptions, which it reports)."""
     import logging
     import warnings
 
+    from mlflow.utils.logging_utils import disable_logging
+
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # "Successfully registered model ...", "Created version ..." bypass the log level: MLflow
+    # prints them to its own logging stream, which this switches off.
+    disable_logging()
     # Each model or artifact download would draw a progress bar over the summary.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     logging.getLogger("alembic").setLevel(logging.ERROR)
     for module in ("mlflow", "sqlalchemy", "skops", "pydantic"):
         warnings.filterwarnings("ignore", module=module)
@@ -104,23 +112,21 @@ def _config(config: Path | None, data: str | None, sets: list[str] | None) -> Co
     return loaded
 
 
-def print_warnings(warnings: list[str]) -> None:
-    for warning in warnings:
-        out.print("warning: " + warning, style="yellow", markup=False)
-
-
 def _job_config(
     config: Path | None,
     data: str | None,
     sets: list[str] | None,
     experiment: str | None,
     as_json: bool,
+    run_name: str | None = None,
 ) -> tuple[Config, Console]:
     """The config of a tracked job and the console its progress goes to (stderr under --json,
     so stdout stays one JSON object); synthetic data is announced before anything runs."""
     cfg = _config(config, data, sets)
     if experiment:
         cfg.tracking.experiment = experiment
+    if run_name:
+        cfg.tracking.run_name = run_name
     from inflamrx.data.simulate import says_synthetic
 
     status = err if as_json else out
@@ -167,6 +173,33 @@ def simulate(
 
 
 @app.command()
+def schema(as_json: JsonOpt = False) -> None:
+    """The data contract: canonical columns, units, ranges and roles (shipped with inflamrx)."""
+    import json
+
+    from inflamrx.data.schema import contract_rows
+
+    rows = contract_rows()
+    if as_json:
+        print(json.dumps({"columns": rows}, indent=2))
+        return
+    table = Table(title="inflamrx cohort contract (canonical columns)")
+    for col in ("column", "unit", "rule", "required", "role"):
+        table.add_column(col)
+    for r in rows:
+        required = "yes" if r["required"] else ""
+        table.add_row(
+            str(r["name"]), str(r["unit"]), Text(str(r["rule"])), required, str(r["role"])
+        )
+    out.print(table)
+    out.print(
+        "Map site columns with data.columns, units with data.units (see the README); "
+        "`inflamrx validate` checks a file against this contract.",
+        markup=False,
+    )
+
+
+@app.command()
 @handles_input_errors
 def validate(
     config: ConfigOpt = None,
@@ -192,53 +225,6 @@ def validate(
     raise typer.Exit(result.exit_code)
 
 
-def print_validation(result: Any, synthetic: bool) -> None:
-    from inflamrx.data.validate import crp_bands, marker_summary, missingness
-
-    label = " (SYNTHETIC data)" if synthetic else ""
-    out.print(
-        f"[bold]rows in {result.rows_in}[/]: accepted {len(result.accepted)}, "
-        f"rejected {len(result.rejected)}{label}"
-    )
-    if result.problems:
-        counts = result.reason_counts()
-        table = Table(title="Reasons for rejection", show_lines=False)
-        table.add_column("rows", justify="right")
-        table.add_column("column: rule")
-        for reason, count in counts.head(20).items():
-            table.add_row(str(count), Text(str(reason)))
-        out.print(table)
-        for problem in result.problems[:10]:
-            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-        if len(result.problems) > 10:
-            err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
-    print_warnings(result.warnings)
-    if result.ignored_columns:
-        ignored = f"ignored source columns (not in the contract): {result.ignored_columns[:20]}"
-        out.print(ignored, markup=False)
-    if result.accepted.empty:
-        return
-    miss = missingness(result.accepted)
-    miss = miss[miss > 0]
-    if len(miss):
-        out.print(
-            "missing values (% of accepted rows): "
-            + ", ".join(f"{c} {v:.1f}%" for c, v in miss.items())
-        )
-    markers = marker_summary(result.accepted)
-    table = Table(title="Markers against reference ranges (accepted rows)")
-    for col in ("marker", "n", "median", "IQR", "% above ref.", "reference"):
-        table.add_column(col)
-    for row in markers.itertuples(index=False):
-        table.add_row(
-            row.marker, str(row.n), f"{row.median:.2f}", f"{row.q1:.2f}-{row.q3:.2f}",
-            f"{row[5]:.1f}", row.reference,
-        )  # fmt: skip
-    out.print(table)
-    bands = crp_bands(result.accepted)
-    out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
-
-
 @app.command()
 @handles_input_errors
 def train(
@@ -246,6 +232,7 @@ def train(
     data: DataOpt = None,
     sets: SetOpt = None,
     experiment: ExperimentOpt = None,
+    run_name: RunNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, evaluate on a held-out test set, log to MLflow and register the model."""
@@ -254,7 +241,7 @@ def train(
     from inflamrx.jobs.train import train as run_training
 
     _quiet_libraries()
-    cfg, status = _job_config(config, data, sets, experiment, as_json)
+    cfg, status = _job_config(config, data, sets, experiment, as_json, run_name)
     with status.status("training") as spinner:
 
         def progress(message: str) -> None:
@@ -274,66 +261,6 @@ def train(
         print_benefit_training(result)
         return
     print_training(result)
-
-
-def print_benefit_training(result: Any) -> None:
-    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
-    out.print(f"[bold]outcome[/]: {result.outcome}{tag}; benefit of treatment over control")
-    out.print(
-        f"arms: {result.n_treated} treated, {result.n_control} control; rejected rows "
-        f"{result.n_rejected}; without an outcome (left out) {result.n_without_outcome}"
-    )
-    m = result.metrics
-    out.print(
-        f"model: {result.learner_label} ({result.validation}); C-for-benefit "
-        f"{m.get('c_for_benefit', float('nan')):.3f} (95% CI "
-        f"{m.get('c_for_benefit_ci_low', float('nan')):.3f} to "
-        f"{m.get('c_for_benefit_ci_high', float('nan')):.3f})",
-        markup=False,
-    )
-    for name, value in result.candidates.items():
-        out.print(f"  candidate {name}: cross-fitted C-for-benefit {value:.3f}", markup=False)
-    if result.trust != "ok":
-        out.print(f"[bold red]trust: {result.trust}[/]")
-    print_warnings(result.warnings)
-    version = (
-        f" (registered version {result.registered_version})" if result.registered_version else ""
-    )
-    out.print(f"run {result.run_id}\nmodel {result.model_uri}{version}", markup=False)
-    if result.report_uri:
-        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
-
-
-def print_training(result: Any) -> None:
-    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
-    out.print(f"[bold]outcome[/]: {result.outcome}{tag}")
-    out.print(
-        f"train {result.n_train}, test {result.n_test}; rejected rows {result.n_rejected}; "
-        f"accepted rows without an outcome (left out) {result.n_without_outcome}"
-    )
-    if result.cv_auroc:
-        import numpy as np
-
-        out.print(
-            f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds"
-        )
-    table = Table(title="Held-out test set (95% bootstrap CIs)")
-    for col in result.table.columns:
-        table.add_column(str(col))
-    for row in result.table.itertuples(index=False):
-        table.add_row(*[str(v) for v in row])
-    out.print(table)
-    print_warnings(result.warnings)
-    out.print(
-        f"run {result.run_id}\nmodel {result.model_uri}"
-        + (
-            f" (registered version {result.registered_version})"
-            if result.registered_version
-            else ""
-        )
-    )
-    if result.report_uri:
-        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -371,6 +298,7 @@ def tune(
         ),
     ] = False,
     experiment: ExperimentOpt = None,
+    run_name: RunNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tune hyperparameters (Optuna), estimate the procedure honestly (nested CV), refit, register."""
@@ -387,7 +315,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
-    cfg, status = _job_config(config, data, sets, experiment, as_json)
+    cfg, status = _job_config(config, data, sets, experiment, as_json, run_name)
     if cfg.treatment is not None:  # two arms: choose the benefit model by a benefit metric
         from inflamrx.jobs.benefit_tune import tune_benefit
 
@@ -418,42 +346,6 @@ def tune(
         print(json.dumps(result.summary(), default=float))
         return
     print_tuning(result)
-
-
-def print_tuning(result: Any) -> None:
-    c, n = result.counts, result.nested
-    out.print(
-        f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
-        f"{c.complete}, pruned {c.pruned}, failed {c.failed}; pruning saved "
-        f"{result.fold_fits_saved:.0%} of fold fits"
-    )
-    out.print(f"best trial {result.best_trial}: {result.best_params}", markup=False)
-    out.print(
-        f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
-    )
-    if result.earlier is not None:  # the study as it stands was finished by an earlier job
-        e = result.earlier
-        out.print(
-            f"already logged and registered by run {e['run_id']} (version "
-            f"{e['registered_version']}); nothing refitted or registered again: give a larger "
-            "--trials to continue the study"
-        )
-        print_warnings(result.warnings)
-        return
-    if n is None:  # --search-only
-        out.print(
-            "search only: the job that started the study estimates, refits and registers "
-            "(run it without --search-only once the shared search is done)"
-        )
-        print_warnings(result.warnings)
-        return
-    folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
-    out.print(
-        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {n.pooled.estimate:.3f} "
-        f"(95% CI {n.pooled.ci_low:.3f}-{n.pooled.ci_high:.3f}; outer folds {folds})"
-    )
-    print_warnings(result.warnings)
-    print_training(result.train)
 
 
 @app.command()
@@ -507,8 +399,10 @@ def export(
 
     _quiet_libraries()
     folder = run_export(model, out_path)
+    # mlflow starts `uvicorn` from PATH: a bare `mlflow` outside an activated venv fails.
+    bin_dir = os.path.dirname(sys.executable)
     out.print(
-        f"exported {model} to {folder}\nserve it with: "
+        f"exported {model} to {folder}\nserve it with: PATH=\"{bin_dir}:$PATH\" "
         f"mlflow models serve -m {folder} --env-manager local -p 5000",
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
@@ -552,13 +446,19 @@ def promote(
     name: Annotated[
         str | None, typer.Option("--name", help="Registered model name (when several).")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote a version marked below the minimum anyway."),
+    ] = False,
 ) -> None:
     """Point a registry alias at the model version registered from a run."""
     from inflamrx.serving.deploy import promote as run_promote
 
     _quiet_libraries()
-    registered, version = run_promote(run, alias, name)
+    registered, version, marked = run_promote(run, alias, name, force=force)
     out.print(f"models:/{registered}@{alias} -> version {version}", markup=False, highlight=False)
+    if marked:
+        print_warnings([f"promoted with --force although below the minimum: {marked}"])
 
 
 @app.command()
@@ -575,22 +475,23 @@ def explain(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for report.html, shap_values.parquet, figures.")
     ] = Path("explanations"),
+    run_name: RunNameOpt = None,
 ) -> None:
-    """SHAP explanations and the HTML report; logged to the model's run when it has one."""
+    """SHAP explanations and the HTML report; logged to a new run beside the model's own."""
     from inflamrx.jobs.explain import explain as run_explain
     from inflamrx.jobs.explain import explain_report
 
     _quiet_libraries()
     cfg = _config(config, data, sets)
     result = run_explain(model, cfg.data, patient or [], seed=cfg.report.seed)
-    files, logged = explain_report(result, model, cfg.report, out_dir)
+    files, logged = explain_report(result, model, cfg, out_dir, run_name)
     v = result.validation
     tag = " (SYNTHETIC)" if result.synthetic else ""
     out.print(
         f"rows in {v.rows_in}: explained {len(result.explanation.patient_ids)}, rejected "
         f"{len(v.rejected)}{tag}; written {files.report}, {files.table} and "
         f"{len(files.figures)} figures"
-        + (f"; logged to run {result.run_id}" if logged else ""),
+        + (f"; logged to run {logged} (explaining run {result.run_id})" if logged else ""),
         markup=False, highlight=False, soft_wrap=True,
     )  # fmt: skip
     for problem in v.problems[:10]:

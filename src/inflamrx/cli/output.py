@@ -1,0 +1,183 @@
+"""What the command line prints and writes: result tables, warnings and output files.
+
+Kept apart from the commands (``inflamrx.cli``) so each stays readable; like the commands it
+imports the data and modelling layers lazily, so ``--help`` and ``validate`` start fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from inflamrx.errors import InputError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def write_table(frame: Any, path: Path) -> None:
+    """Write a CSV or Parquet output; an unwritable path is an input error, not a traceback."""
+    import csv
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame.to_parquet(path, index=False)
+        else:
+            # Quote every field: a value holding a line break must stay one record.
+            frame.to_csv(path, index=False, quoting=csv.QUOTE_ALL)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
+        out.print("warning: " + warning, style="yellow", markup=False)
+
+
+def print_validation(result: Any, synthetic: bool) -> None:
+    from inflamrx.data.validate import crp_bands, marker_summary, missingness
+
+    label = " (SYNTHETIC data)" if synthetic else ""
+    out.print(
+        f"[bold]rows in {result.rows_in}[/]: accepted {len(result.accepted)}, "
+        f"rejected {len(result.rejected)}{label}"
+    )
+    if result.problems:
+        counts = result.reason_counts()
+        table = Table(title="Reasons for rejection", show_lines=False)
+        table.add_column("rows", justify="right")
+        table.add_column("column: rule")
+        for reason, count in counts.head(20).items():
+            table.add_row(str(count), Text(str(reason)))
+        out.print(table)
+        for problem in result.problems[:10]:
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        if len(result.problems) > 10:
+            err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
+    print_warnings(result.warnings)
+    if result.ignored_columns:
+        ignored = f"ignored source columns (not in the contract): {result.ignored_columns[:20]}"
+        out.print(ignored, markup=False)
+    if result.accepted.empty:
+        return
+    miss = missingness(result.accepted)
+    miss = miss[miss > 0]
+    if len(miss):
+        out.print(
+            "missing values (% of accepted rows): "
+            + ", ".join(f"{c} {v:.1f}%" for c, v in miss.items())
+        )
+    markers = marker_summary(result.accepted)
+    table = Table(title="Markers against reference ranges (accepted rows)")
+    for col in ("marker", "n", "median", "IQR", "% above ref.", "reference"):
+        table.add_column(col)
+    for row in markers.itertuples(index=False):
+        table.add_row(
+            row.marker, str(row.n), f"{row.median:.2f}", f"{row.q1:.2f}-{row.q3:.2f}",
+            f"{row[5]:.1f}", row.reference,
+        )  # fmt: skip
+    out.print(table)
+    bands = crp_bands(result.accepted)
+    out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
+
+
+def print_benefit_training(result: Any) -> None:
+    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
+    out.print(f"[bold]outcome[/]: {result.outcome}{tag}; benefit of treatment over control")
+    out.print(
+        f"arms: {result.n_treated} treated, {result.n_control} control; rejected rows "
+        f"{result.n_rejected}; without an outcome (left out) {result.n_without_outcome}"
+    )
+    m = result.metrics
+    out.print(
+        f"model: {result.learner_label} ({result.validation}); C-for-benefit "
+        f"{m.get('c_for_benefit', float('nan')):.3f} (95% CI "
+        f"{m.get('c_for_benefit_ci_low', float('nan')):.3f} to "
+        f"{m.get('c_for_benefit_ci_high', float('nan')):.3f})",
+        markup=False,
+    )
+    for name, value in result.candidates.items():
+        out.print(f"  candidate {name}: cross-fitted C-for-benefit {value:.3f}", markup=False)
+    if result.trust != "ok":
+        out.print(f"[bold red]trust: {result.trust}[/]")
+    print_warnings(result.warnings)
+    version = (
+        f" (registered version {result.registered_version})" if result.registered_version else ""
+    )
+    out.print(f"run {result.run_id}\nmodel {result.model_uri}{version}", markup=False)
+    if result.report_uri:
+        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_training(result: Any) -> None:
+    tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
+    out.print(f"[bold]outcome[/]: {result.outcome}{tag}")
+    out.print(
+        f"train {result.n_train}, test {result.n_test}; rejected rows {result.n_rejected}; "
+        f"accepted rows without an outcome (left out) {result.n_without_outcome}"
+    )
+    if result.cv_auroc:
+        import numpy as np
+
+        out.print(
+            f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds"
+        )
+    table = Table(title="Held-out test set (95% bootstrap CIs)")
+    for col in result.table.columns:
+        table.add_column(str(col))
+    for row in result.table.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    out.print(table)
+    print_warnings(result.warnings)
+    out.print(
+        f"run {result.run_id}\nmodel {result.model_uri}"
+        + (
+            f" (registered version {result.registered_version})"
+            if result.registered_version
+            else ""
+        )
+    )
+    if result.report_uri:
+        out.print(f"report {result.report_uri}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_tuning(result: Any) -> None:
+    c, n = result.counts, result.nested
+    out.print(
+        f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
+        f"{c.complete}, pruned {c.pruned}, failed {c.failed}; pruning saved "
+        f"{result.fold_fits_saved:.0%} of fold fits"
+    )
+    out.print(f"best trial {result.best_trial}: {result.best_params}", markup=False)
+    out.print(
+        f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
+    )
+    if result.earlier is not None:  # the study as it stands was finished by an earlier job
+        e = result.earlier
+        out.print(
+            f"already logged and registered by run {e['run_id']} (version "
+            f"{e['registered_version']}); nothing refitted or registered again: give a larger "
+            "--trials to continue the study"
+        )
+        print_warnings(result.warnings)
+        return
+    if n is None:  # --search-only
+        out.print(
+            "search only: the job that started the study estimates, refits and registers "
+            "(run it without --search-only once the shared search is done)"
+        )
+        print_warnings(result.warnings)
+        return
+    from inflamrx.modeling.metrics import with_ci
+
+    folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
+    pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
+    out.print(
+        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {pooled}; outer folds {folds}"
+    )
+    print_warnings(result.warnings)
+    print_training(result.train)
