@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
+import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 
 from inflamrx.errors import InputError
 from inflamrx.tracking.store import tracking_uri
+
+# The variable MLflow's own scoring app reads its model path from (scoring_server's
+# _SERVER_MODEL_PATH), spelled out so that importing this module stays light.
+MODEL_PATH_ENV = "__pyfunc_model_path__"
 
 
 def _use_tracking() -> str:
@@ -21,19 +26,31 @@ def _use_tracking() -> str:
     return uri
 
 
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    line = lines[0] if lines else type(err).__name__
+    return line if len(line) <= 300 else line[:300] + "..."
+
+
+def _download(model_uri: str, into: Path, what: str) -> Path:
+    """The model behind ``model_uri`` as a local MLflow model folder under ``into``."""
+    _use_tracking()
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=into))
+    except Exception as err:  # an unknown URI, a missing run or version
+        raise InputError(f"cannot {what} the model {model_uri!r}: {_first_line(err)}") from None
+    if not (local / "MLmodel").is_file():
+        raise InputError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
+    return local
+
+
 def export(model_uri: str, out: Path) -> Path:
     """Copy the model behind ``model_uri`` into ``out``: a self-contained MLflow model
     directory (MLmodel, artifacts, code, requirements) that ``mlflow models serve`` serves."""
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose a new folder")
-    _use_tracking()
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        except Exception as err:  # an unknown URI, a missing run or version
-            raise InputError(f"cannot export the model {model_uri!r}: {err}") from None
-        if not (local / "MLmodel").is_file():
-            raise InputError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
+        local = _download(model_uri, Path(tmp), "export")
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()
@@ -41,24 +58,76 @@ def export(model_uri: str, out: Path) -> Path:
     return out
 
 
-def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow models serve`` command line and environment for ``model_uri``.
+def resolve_model(model_uri: str, into: Path) -> Path:
+    """The one place where ``inflamrx serve`` turns a model URI into the local folder its
+    workers load, before any server starts. A copy: serving never writes into the stored
+    model. Checks of the model's files belong here, before MLflow imports anything from it."""
+    return _download(model_uri, into, "serve")
 
-    MLflow execs ``uvicorn`` from PATH, so this interpreter's bin directory goes first; the
-    tracking URI is passed so that models:/ and runs:/ URIs resolve in the child."""
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["MLFLOW_TRACKING_URI"] = _use_tracking()
-    try:  # a clear message here rather than a traceback from the server process
-        mlflow.models.get_model_info(model_uri)
-    except Exception as err:
-        raise InputError(f"cannot serve the model {model_uri!r}: {err}") from None
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP busy-waiting
-    command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-        "--env-manager", "local", "-h", host, "-p", str(port),
-    ]  # fmt: skip
-    return command, env
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (before the model is
+    downloaded and loaded, rather than a traceback from every worker after it)."""
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535. Got {port}.")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError):
+        raise InputError(f"--host {host!r} is not a name or address of this machine") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise InputError(
+                f"cannot listen on {host}:{port}: {err.strerror or err}; another server may "
+                "be using the port: choose another with --port"
+            ) from None
+
+
+def default_workers() -> int:
+    """The default of --workers: this machine's cores (those this process may run on)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def serve(
+    model_uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    timeout: int,
+    announce: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Serve ``model_uri`` with ``serving.server`` (MLflow's scoring app behind the privacy
+    wrapper) in ``workers`` uvicorn processes, until SIGINT/SIGTERM; requests in flight then
+    finish (each is bounded by ``timeout`` seconds, MLflow's request timeout)."""
+    import uvicorn  # only where a server starts
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1. Got {workers}.")
+    if timeout < 1:
+        raise InputError(f"--timeout must be at least 1 second. Got {timeout}.")
+    check_address(host, port)
+    with tempfile.TemporaryDirectory(prefix="inflamrx-serve-") as tmp:
+        local = resolve_model(model_uri, Path(tmp))
+        # Read by every worker (uvicorn starts each as a new interpreter).
+        os.environ[MODEL_PATH_ENV] = str(local)
+        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP
+        # A request is a small prediction: threads beyond a worker's share only contend.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_workers() // workers)))
+        announce(f"serving {model_uri} on http://{host}:{port}/invocations ({workers} workers)")
+        uvicorn.run(
+            "inflamrx.serving.server:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=timeout + 5,
+            log_level="info",
+        )
 
 
 def promote(run_id: str, alias: str, name: str | None = None) -> tuple[str, str]:
