@@ -36,7 +36,9 @@ def _download(model_uri: str, into: Path, what: str) -> Path:
     """The model behind ``model_uri`` as a local MLflow model folder under ``into``."""
     _use_tracking()
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=into))
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into))
+        )
     except Exception as err:  # an unknown URI, a missing run or version
         raise InputError(f"cannot {what} the model {model_uri!r}: {_first_line(err)}") from None
     if not (local / "MLmodel").is_file():
