@@ -469,7 +469,10 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: MLflow's scoring app (POST /invocations) run by uvicorn, whose
     error answers never quote the request. SIGTERM lets requests in flight finish."""
-    from inflamrx.serving.deploy import default_workers
+    from inflamrx.serving.address import check_serve_options, default_workers
+
+    workers = default_workers() if workers is None else workers
+    check_serve_options(host, port, workers, timeout)  # before MLflow is even imported
     from inflamrx.serving.deploy import serve as run_serve
 
     _quiet_libraries()
@@ -478,9 +481,7 @@ def serve(
         err.print(line, markup=False, highlight=False, soft_wrap=True)
         sys.stderr.flush()
 
-    run_serve(
-        model, host, port, default_workers() if workers is None else workers, timeout, announce
-    )
+    run_serve(model, host, port, workers, timeout, announce)
 
 
 @app.command()

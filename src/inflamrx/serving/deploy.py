@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import mlflow
 
 from inflamrx.errors import InputError
+from inflamrx.serving.address import check_serve_options, default_workers
 from inflamrx.tracking.store import tracking_uri
 
 # The variable MLflow's own scoring app reads its model path from (scoring_server's
@@ -67,33 +67,6 @@ def resolve_model(model_uri: str, into: Path) -> Path:
     return _download(model_uri, into, "serve")
 
 
-def check_address(host: str, port: int) -> None:
-    """Refuse, in one line, an address the server could not listen on (before the model is
-    downloaded and loaded, rather than a traceback from every worker after it)."""
-    if not 1 <= port <= 65535:
-        raise InputError(f"--port must be between 1 and 65535. Got {port}.")
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except (socket.gaierror, UnicodeError):
-        raise InputError(f"--host {host!r} is not a name or address of this machine") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as err:
-            raise InputError(
-                f"cannot listen on {host}:{port}: {err.strerror or err}; another server may "
-                "be using the port: choose another with --port"
-            ) from None
-
-
-def default_workers() -> int:
-    """The default of --workers: this machine's cores (those this process may run on)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def serve(
     model_uri: str,
     host: str,
@@ -107,11 +80,7 @@ def serve(
     finish (each is bounded by ``timeout`` seconds, MLflow's request timeout)."""
     import uvicorn  # only where a server starts
 
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1. Got {workers}.")
-    if timeout < 1:
-        raise InputError(f"--timeout must be at least 1 second. Got {timeout}.")
-    check_address(host, port)
+    check_serve_options(host, port, workers, timeout)
     with tempfile.TemporaryDirectory(prefix="inflamrx-serve-") as tmp:
         local = resolve_model(model_uri, Path(tmp))
         # Read by every worker (uvicorn starts each as a new interpreter).
@@ -120,7 +89,8 @@ def serve(
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP
         # A request is a small prediction: threads beyond a worker's share only contend.
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_workers() // workers)))
-        announce(f"serving {model_uri} on http://{host}:{port}/invocations ({workers} workers)")
+        processes = f"{workers} worker" + ("s" if workers > 1 else "")
+        announce(f"serving {model_uri} on http://{host}:{port}/invocations ({processes})")
         uvicorn.run(
             "inflamrx.serving.server:create_app",
             factory=True,
