@@ -101,8 +101,8 @@ _TYPES: dict[Kind, DataType | AnyType] = {
     # Yes/no columns are "any": MLflow casts a boolean column with astype(bool), which turns a
     # null into False and a key left out of a record into True, without a word (checked with
     # scoring_server.infer_and_parse_data in MLflow 3.17). Untyped, true/false/null/"yes"/1
-    # reach the contract, which parses them and names a bad value with its rule. The price:
-    # MLflow checks "any" columns value by value (about half of a 100,000-row batch's time).
+    # reach the contract, which parses them and names a bad value with its rule. (The schema
+    # is documentation now, see the module docstring; MLflow would check "any" value by value.)
     Kind.BOOLEAN: AnyType(),
     Kind.CATEGORY: DataType.string,
     Kind.STRING: DataType.string,
@@ -130,24 +130,19 @@ def _bounded(value: str, kind: Kind, allowed: tuple[str, ...]) -> bool:
     return kind is Kind.CATEGORY and value in allowed
 
 
-def served_reason(problem: Problem) -> str:
+def _served_reason(problem: Problem) -> str:
     """``row N: column = value: rule``, the value only when ``_bounded``, never a patient id."""
     spec = COLUMNS.get(problem.column)
-    if spec is None or problem.withheld or not problem.column:
-        shown = False
-    else:
-        shown = _bounded(problem.value, spec.kind, spec.allowed)
-    reason = (
-        problem.reason()
-        if shown or not problem.column
-        else (f"{problem.column}: {problem.rule} (the value is not shown)")
-    )
-    return f"row {problem.row}: {reason}"
+    quotes_nothing = problem.withheld or not problem.column  # reason() leaves the value out
+    safe = spec is not None and _bounded(problem.value, spec.kind, spec.allowed)
+    if quotes_nothing or safe:
+        return f"row {problem.row}: {problem.reason()}"
+    return f"row {problem.row}: {problem.column}: {problem.rule} (the value is not shown)"
 
 
 def _contract_message(problems: list[Problem], n_rows: int) -> str:
     rows = sorted({p.row for p in problems})
-    lines = [served_reason(p) for p in problems[:20]]
+    lines = [_served_reason(p) for p in problems[:20]]
     more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
     return (
         f"{len(rows)} of {n_rows} records break the data contract; nothing was scored "
