@@ -126,9 +126,13 @@ def _inflamrx_serve(model_dir: Path, workers: int, log: Path) -> Iterator[str]:
 
 def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, float]:
     """Send ``bodies`` from ``clients`` threads at once; throughput, latencies, errors."""
-    with requests.Session() as warm:
-        for body in bodies[: 2 * clients]:  # every worker imports and warms its caches
-            warm.post(url, json=body, timeout=120)
+
+    def warm(body: dict[str, Any]) -> None:
+        requests.post(url, json=body, timeout=300)
+
+    # Concurrent warm-up, so that every worker has imported and compiled (SHAP's first call).
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(warm, bodies[: 4 * clients]))
 
     def one(body: dict[str, Any]) -> tuple[float, bool]:
         start = time.perf_counter()

@@ -304,6 +304,37 @@ def test_sigterm_lets_the_request_in_flight_finish(
         requests.get(url.replace("/invocations", "/ping"), timeout=5)
 
 
+@slow
+def test_a_request_over_the_timeout_is_a_504_and_the_server_keeps_serving(
+    trained: TrainResult, cohort_csv: Path, workspace: Path
+) -> None:
+    proc, url = _serve(
+        trained.model_uri,
+        free_port(),
+        workspace / "timeout.log",
+        "--workers",
+        "1",
+        "--timeout",
+        "1",
+    )
+    records = _records(cohort_csv) * 100
+    batch = [r | {"patient_id": f"P{i}"} for i, r in enumerate(records)]
+    try:
+        slow = requests.post(url, json={"dataframe_records": batch}, timeout=300)
+        time.sleep(10)  # the abandoned batch finishes in its thread
+        quick = requests.post(
+            url, json={"dataframe_records": records[:1], "params": {"top_factors": 0}}, timeout=60
+        )
+    finally:
+        stop_server(proc)
+    assert slow.status_code == 504
+    assert slow.json() == {
+        "error_code": "TIMEOUT",
+        "message": "the request took longer than the server's timeout",
+    }
+    assert quick.status_code == 200, quick.text
+
+
 # --- start errors ------------------------------------------------------------------------------
 
 
