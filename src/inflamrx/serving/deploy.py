@@ -98,6 +98,9 @@ def serve(
             port=port,
             workers=workers,
             timeout_graceful_shutdown=timeout + 5,
+            # uvicorn kills a worker that does not answer its ping in time (default 5 s): on a
+            # loaded machine, one still importing or scoring a large batch would be killed.
+            timeout_worker_healthcheck=max(30, timeout),
             log_level="info",
         )
 
