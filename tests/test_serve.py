@@ -419,3 +419,19 @@ def test_the_model_path_variable_is_the_one_mlflows_app_reads() -> None:
     from mlflow.pyfunc import scoring_server
 
     assert MODEL_PATH_ENV == scoring_server._SERVER_MODEL_PATH
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (500, b"Internal Server Error", "INTERNAL_ERROR"),
+        (504, b"Request processing time exceeded limit", "TIMEOUT"),
+        (405, b'{"detail": "Method Not Allowed"}', "METHOD_NOT_ALLOWED"),
+        (400, f'{{"message": "Failed to predict data \'{SECRET}\'"}}'.encode(), "BAD_REQUEST"),
+    ],
+)
+def test_other_errors_get_a_fixed_answer(status: int, body: bytes, code: str) -> None:
+    got_status, got = safe_answer(status, body)
+    assert got_status == status
+    answer = json.loads(got)
+    assert answer["error_code"] == code and SECRET not in answer["message"]

@@ -88,6 +88,8 @@ def safe_answer(status: int, body: bytes) -> tuple[int, bytes]:
         if status == 504:
             return _answer(504, "the request took longer than the server's timeout", "TIMEOUT")
         return _answer(status, f"the request was refused (HTTP {status})")
+    if status == 405:
+        return _answer(405, "send the records with POST", "METHOD_NOT_ALLOWED")
     if isinstance(error.get(SAFE_FIELD), str):
         return _answer(status, error[SAFE_FIELD], str(error.get("error_code", "BAD_REQUEST")))
     return _answer(status, _mlflow_reason(str(error.get("message", ""))))
