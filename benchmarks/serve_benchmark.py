@@ -1,13 +1,17 @@
 """Benchmark: the served response model against a trivial pyfunc, and batch throughput.
 
 Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100000]
+     .venv/bin/python benchmarks/serve_benchmark.py --only concurrency [--clients 8]
 
 1. Single-record latency (p50 / p99, sequential requests from one client) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
    pyfunc with a *typed* signature of the same input columns (yes/no columns boolean, not
    "any"), served the same way: MLflow's enforcement of typed columns is in the floor, whatever
    the response model declares (issue 14; aim: p50 <= 1.5x factors off, <= 2x with three).
-2. Batch throughput at --rows rows through the pyfunc's predict in-process (validation,
+2. Concurrency: --clients clients sending single records at once (half with factors) to
+   `inflamrx serve --workers 1` and `--workers N` (N: the machine's cores): throughput, p50,
+   p99 and errors.
+3. Batch throughput at --rows rows through the pyfunc's predict in-process (validation,
    features, model; with and without factors) against raw XGBoost ``predict_proba`` on the
    already transformed matrix (aim: at least 1/3 of raw).
 
@@ -26,6 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +46,7 @@ from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import train
-from inflamrx.serving.deploy import export
+from inflamrx.serving.deploy import default_workers, export
 from inflamrx.serving.pyfunc import input_schema, signature
 
 TRIVIAL = """import mlflow
@@ -94,6 +101,59 @@ def _latencies(model_dir: Path, bodies: list[dict[str, Any]], log: Path) -> np.n
         proc.wait(timeout=30)
 
 
+@contextmanager
+def _inflamrx_serve(model_dir: Path, workers: int, log: Path) -> Iterator[str]:
+    """`inflamrx serve --workers N` on ``model_dir``; yields the /invocations URL."""
+    port = _free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    command = [
+        os.path.join(bin_dir, "inflamrx"), "serve", "--model", str(model_dir),
+        "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(command, stdout=sink, stderr=sink, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(480):
+            try:
+                if requests.get(url + "/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        yield url + "/invocations"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[str, float]:
+    """Send ``bodies`` from ``clients`` threads at once; throughput, latencies, errors."""
+
+    def warm(body: dict[str, Any]) -> None:
+        requests.post(url, json=body, timeout=300)
+
+    # Concurrent warm-up, so that every worker has imported and compiled (SHAP's first call).
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(warm, bodies[: 4 * clients]))
+
+    def one(body: dict[str, Any]) -> tuple[float, bool]:
+        start = time.perf_counter()
+        answer = requests.post(url, json=body, timeout=120)
+        return 1000 * (time.perf_counter() - start), answer.status_code == 200
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        results = list(pool.map(one, bodies))
+    wall = time.perf_counter() - start
+    ms = np.asarray([t for t, _ in results])
+    return {
+        "rps": len(bodies) / wall,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": float(sum(not ok for _, ok in results)),
+    }
+
+
 def _best(fn: object, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -107,6 +167,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--only", choices=["latency", "concurrency", "batch"], default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -136,6 +198,7 @@ def main() -> None:
         mlflow.pyfunc.save_model(
             root / "trivial",
             python_model=str(trivial_code),
+            # MLflow enforces the same columns, typed (yes/no boolean, not "any")
             signature=mlflow.models.ModelSignature(inputs=typed, params=signature(3).params),
         )
 
@@ -145,18 +208,38 @@ def main() -> None:
         single: list[dict[str, Any]] = [{"dataframe_records": [r]} for r in records]
         no_factors = [b | {"params": {"top_factors": 0}} for b in single]
 
-        print(f"single-record latency, {args.requests} sequential requests (ms)")
-        rows = {}
-        for name, folder, bodies in (
-            ("trivial pyfunc, typed signature", root / "trivial", single),
-            ("response model, 3 factors", served, single),
-            ("response model, factors off", served, no_factors),
-        ):
-            ms = _latencies(folder, bodies, root / f"{name}.log")
-            rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
-        base = rows["trivial pyfunc, typed signature"][0]
-        for name, (p50, p99) in rows.items():
-            print(f"  {name:32s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+        if args.only in (None, "latency"):
+            print(f"single-record latency, {args.requests} sequential requests (ms)")
+            rows = {}
+            for name, folder, bodies in (
+                ("trivial pyfunc, typed signature", root / "trivial", single),
+                ("response model, 3 factors", served, single),
+                ("response model, factors off", served, no_factors),
+            ):
+                ms = _latencies(folder, bodies, root / f"{name}.log")
+                rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
+            base = rows["trivial pyfunc, typed signature"][0]
+            for name, (p50, p99) in rows.items():
+                print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+
+        if args.only in (None, "concurrency"):
+            mixed = [single[i] if i % 2 else no_factors[i] for i in range(len(single))]
+            print(
+                f"concurrency: {args.clients} clients, {len(mixed)} single-record requests "
+                "(half with 3 factors), `inflamrx serve`"
+            )
+            measured = {}
+            for workers in sorted({1, default_workers()}):
+                with _inflamrx_serve(served, workers, root / f"workers-{workers}.log") as url:
+                    measured[workers] = _concurrent(url, mixed, args.clients)
+            for workers, m in measured.items():
+                print(
+                    f"  --workers {workers}: {m['rps']:6.1f} requests/s  p50 {m['p50']:7.1f} ms  "
+                    f"p99 {m['p99']:7.1f} ms  errors {m['errors']:.0f}  throughput "
+                    f"{m['rps'] / measured[1]['rps']:4.2f}x of 1 worker"
+                )
+        if args.only not in (None, "batch"):
+            return
 
         model = mlflow.pyfunc.load_model(str(served))
         pipeline = model.unwrap_python_model().model.pipeline

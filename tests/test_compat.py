@@ -134,3 +134,43 @@ def test_default_study_names_of_0_1_0_are_kept() -> None:
         config = load_config(None, overrides)
         assert default_study_name(config, digest) == name, case
         assert fingerprint(config, digest) == fp, case
+
+
+@pytest.mark.slow
+def test_a_0_1_0_model_is_served_by_inflamrx_serve_with_the_contract_as_its_input_check(
+    old_models: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Its typed MLflow schema is set aside in the served process (serving/server.py): int64
+    CSV columns are read, and an unknown column is refused rather than dropped."""
+    root, expected = old_models
+    port = free_port()
+    command = [
+        str(Path(BIN) / "inflamrx"), "serve", "--model", str(root / "model-0.1.0-xgboost"),
+        "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    proc, url = start_server(command, port, tmp_path / "server.log")
+    records = pd.DataFrame(expected["records"])
+    try:
+        answer = requests.post(
+            url + "/invocations", json={"dataframe_records": expected["records"]}, timeout=60
+        )
+        csv = requests.post(
+            url + "/invocations",
+            data=records.to_csv(index=False).encode(),
+            headers={"Content-Type": "text/csv"},
+            timeout=60,
+        )
+        renamed = records.rename(columns={"crp_mg_l": "crp"}).assign(crp_mg_l=records["crp_mg_l"])
+        unknown = requests.post(
+            url + "/invocations",
+            json={"dataframe_records": json.loads(renamed.to_json(orient="records"))},
+            timeout=60,
+        )
+    finally:
+        stop_server(proc)
+    assert answer.status_code == 200, answer.text
+    _same_answers(answer.json()["predictions"], expected["expected"]["xgboost"])
+    assert csv.status_code == 200, csv.text
+    _same_answers(csv.json()["predictions"], expected["expected"]["xgboost"])
+    assert unknown.status_code == 400
+    assert "column 'crp' is not a column of the data contract" in unknown.json()["message"]

@@ -413,17 +413,30 @@ def export(
 def serve(
     model: ModelOpt,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.", min=1)] = 5000,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 5000,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Worker processes (default: this machine's cores)."),
+    ] = None,
+    timeout: Annotated[
+        int, typer.Option("--timeout", help="Seconds a request may take (MLflow's timeout).")
+    ] = 60,
 ) -> None:
-    """Serve a model over HTTP (`mlflow models serve`, this environment): POST /invocations."""
-    from inflamrx.serving.deploy import serve_command
+    """Serve a model over HTTP: MLflow's scoring app (POST /invocations) run by uvicorn, whose
+    error answers never quote the request. SIGTERM lets requests in flight finish."""
+    from inflamrx.serving.address import check_serve_options, default_workers
+
+    workers = default_workers() if workers is None else workers
+    check_serve_options(host, port, workers, timeout)  # before MLflow is even imported
+    from inflamrx.serving.deploy import serve as run_serve
 
     _quiet_libraries()
-    command, env = serve_command(model, host, port)
-    err.print(f"serving {model} on http://{host}:{port}/invocations", markup=False)
-    sys.stderr.flush()
-    # Become the server process: signals (Ctrl-C, SIGTERM) reach MLflow directly.
-    os.execvpe(command[0], command, env)
+
+    def announce(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+        sys.stderr.flush()
+
+    run_serve(model, host, port, workers, timeout, announce)
 
 
 @app.command("trust-model")

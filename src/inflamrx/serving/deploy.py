@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 
 from inflamrx.errors import InputError
+from inflamrx.serving.address import check_serve_options, default_workers
 from inflamrx.serving.integrity import serving_env, verify_model
 from inflamrx.tracking.registry import below_minimum
 from inflamrx.tracking.store import tracking_uri
+
+# The variable MLflow's own scoring app reads its model path from (scoring_server's
+# _SERVER_MODEL_PATH), spelled out so that importing this module stays light.
+MODEL_PATH_ENV = "__pyfunc_model_path__"
 
 
 def _use_tracking() -> str:
@@ -30,7 +35,6 @@ def export(model_uri: str, out: Path) -> Path:
     (``integrity.MANIFEST_FILE``)."""
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already exists and is not empty; choose a new folder")
-    _use_tracking()
     with tempfile.TemporaryDirectory() as tmp:
         local = verify_model(model_uri, Path(tmp))
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -40,25 +44,51 @@ def export(model_uri: str, out: Path) -> Path:
     return out
 
 
-def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The ``mlflow models serve`` command line and environment for ``model_uri``.
+def resolve_model(model_uri: str, into: Path) -> Path:
+    """The one place where ``inflamrx serve`` turns a model URI into the local folder its
+    workers load, before any server starts. A copy: serving never writes into the stored
+    model. Checks of the model's files belong here, before MLflow imports anything from it."""
+    return verify_model(model_uri, into)
 
-    The server runs on a verified copy of the model (``integrity.verify_model``) in a new
-    temporary folder, never on the stored model: nothing is written into it, and a file
-    changed after the check is not the one served. MLflow execs ``uvicorn`` from PATH, so this
-    interpreter's bin directory goes first."""
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    env["MLFLOW_TRACKING_URI"] = _use_tracking()
-    # The copy outlives this process (it execs the server); it is small (the model's files).
-    folder = verify_model(model_uri, Path(tempfile.mkdtemp(prefix="inflamrx-serve-")))
-    env |= serving_env(folder)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP busy-waiting
-    command = [
-        sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder),
-        "--env-manager", "local", "-h", host, "-p", str(port),
-    ]  # fmt: skip
-    return command, env
+
+def serve(
+    model_uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    timeout: int,
+    announce: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Serve ``model_uri`` with ``serving.server`` (MLflow's scoring app behind the privacy
+    wrapper) in ``workers`` uvicorn processes, until SIGINT/SIGTERM; requests in flight then
+    finish (each is bounded by ``timeout`` seconds, MLflow's request timeout)."""
+    import uvicorn  # only where a server starts
+
+    check_serve_options(host, port, workers, timeout)
+    with tempfile.TemporaryDirectory(prefix="inflamrx-serve-") as tmp:
+        local = resolve_model(model_uri, Path(tmp))
+        # Pickle off and the verified-copy flag, read by every worker's model load.
+        os.environ.update(serving_env(local))
+        # Read by every worker (uvicorn starts each as a new interpreter).
+        os.environ[MODEL_PATH_ENV] = str(local)
+        os.environ["MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT"] = str(timeout)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ENGINEERING.md: OpenMP
+        # A request is a small prediction: threads beyond a worker's share only contend.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, default_workers() // workers)))
+        processes = f"{workers} worker" + ("s" if workers > 1 else "")
+        announce(f"serving {model_uri} on http://{host}:{port}/invocations ({processes})")
+        uvicorn.run(
+            "inflamrx.serving.server:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=timeout + 5,
+            # uvicorn kills a worker that does not answer its ping in time (default 5 s): on a
+            # loaded machine, one still importing or scoring a large batch would be killed.
+            timeout_worker_healthcheck=max(30, timeout),
+            log_level="info",
+        )
 
 
 def promote(

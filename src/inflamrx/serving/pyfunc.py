@@ -11,25 +11,28 @@ and model, and the same SHAP explanation come out as ``response_probability``,
   scikit-learn parts go through skops with the exact-type trust policy of ``modeling.safe_io``.
   The SHA-256 manifest of the logged files is recorded (``serving.integrity``) and checked
   before ``predict``, ``explain``, ``serve`` and ``export`` import anything from the model.
+- The model declares no MLflow input schema: the data contract is the input check. MLflow's
+  schema enforcement would drop unknown columns before ``predict`` sees them (a misspelled
+  ``il6`` for ``il6_pg_ml`` answered 200 without IL-6) and refuses an ``int64`` column from
+  ``pd.read_csv`` for a double input. The column documentation stays with the model: the
+  typed view of the contract (``input_schema``) in the model metadata, and the input example.
+  Every numeric dtype pandas produces (int64, Int64, float32, bool for yes/no) reaches the
+  contract, which parses it; a column outside the contract is refused, naming the closest
+  canonical one.
 - The scoring server turns an ``MlflowException`` raised by ``predict`` into an HTTP status by
-  its error code: BAD_REQUEST / INVALID_PARAMETER_VALUE answer 400 with the message; any other
-  exception becomes a 400 *with a stack trace* in the body. So every bad input is raised here
-  as BAD_REQUEST with the contract's own words, and an unexpected error is re-raised as
-  INTERNAL_ERROR (500) without its trace (logged on the server instead).
+  its error code (BAD_REQUEST: 400), but prefixes the message with the whole input frame
+  (``Failed to predict data '<DataFrame repr>'``); any other exception becomes a 400 *with a
+  stack trace*. So every bad input is raised here as BAD_REQUEST whose message names row,
+  column and rule, never an id or free text, and carries the same text in the field
+  ``SAFE_FIELD``, which ``inflamrx serve`` (``serving.server``) answers instead of MLflow's
+  message. An unexpected error is re-raised as INTERNAL_ERROR (500) without its trace.
 - MLflow's server has no request size limit (uvicorn has none either), so a served ``predict``
-  refuses batches above ``MAX_ROWS`` records, and any text cell above ``MAX_TEXT`` characters.
-
-What MLflow 3.17's server does before ``predict`` runs (checked with a real server): invalid or
-empty JSON, a missing required column and a non-numeric value in a double column are 400s with
-MLflow's own messages (the column, and the value for a failed conversion); invalid JSON is
-echoed back whole in the message. A POST with no Content-Type header at all is a 500 (its
-``invocations`` splits a None content type); a CSV body is a 400 *with* a traceback, because the
-"any" yes/no columns have no pandas dtype to read CSV with. JSON bodies are the supported way.
+  refuses batches above ``MAX_ROWS`` records, and any text cell above ``MAX_TEXT`` characters
+  (``inflamrx serve`` also refuses a body above its byte limit before parsing it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import logging
 import os
@@ -49,8 +52,10 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import AnyType, Array, Object, Property
 
+from inflamrx.data.ingest import identifier_in_value
+from inflamrx.data.names import closest_canonical
 from inflamrx.data.schema import COLUMNS, Kind, Role
-from inflamrx.data.validate import UNUSUAL, validate_frame
+from inflamrx.data.validate import UNUSUAL, Problem, validate_frame
 from inflamrx.errors import InputError
 from inflamrx.modeling.explanations import contributions
 from inflamrx.modeling.factors import patient_factors
@@ -85,6 +90,7 @@ MAX_ROWS = 10_000  # records per request: larger batches belong to `inflamrx pre
 MAX_TEXT = 200  # characters in one text cell: no canonical value comes near it
 MAX_TOP_FACTORS = 20  # the bound of serving.top_factors in the config
 MODEL_CODE = "inflamrx_model.py"
+INPUTS_METADATA = "input_columns"  # the typed column table, for people and clients to read
 # The file logged as the model's code: MLflow runs it to get the model, instead of unpickling.
 _MODEL_CODE_TEXT = (
     '"""inflamrx response model (models from code: no pickle)."""\n\n'
@@ -98,8 +104,8 @@ _TYPES: dict[Kind, DataType | AnyType] = {
     # Yes/no columns are "any": MLflow casts a boolean column with astype(bool), which turns a
     # null into False and a key left out of a record into True, without a word (checked with
     # scoring_server.infer_and_parse_data in MLflow 3.17). Untyped, true/false/null/"yes"/1
-    # reach the contract, which parses them and names a bad value with its rule. The price:
-    # MLflow checks "any" columns value by value (about half of a 100,000-row batch's time).
+    # reach the contract, which parses them and names a bad value with its rule. (The schema
+    # is documentation now, see the module docstring; MLflow would check "any" value by value.)
     Kind.BOOLEAN: AnyType(),
     Kind.CATEGORY: DataType.string,
     Kind.STRING: DataType.string,
@@ -109,24 +115,63 @@ _TYPES: dict[Kind, DataType | AnyType] = {
 # --- the pyfunc -------------------------------------------------------------------------------
 
 
+SAFE_FIELD = "inflamrx_message"  # the message again, without MLflow's echo of the input
+
+
 def _bad_request(message: str) -> MlflowException:
-    return MlflowException(message, error_code=BAD_REQUEST)
+    return MlflowException(message, error_code=BAD_REQUEST, **{SAFE_FIELD: message})
 
 
-def _short(value: str) -> str:
-    return value if len(value) <= 60 else value[:60] + f"... ({len(value)} characters)"
+def _bounded(value: str, kind: Kind, allowed: tuple[str, ...]) -> bool:
+    """Whether a refused value may be quoted back: a number of bounded length, or one of the
+    column's categories. Anything else may be an identifier or free text."""
+    if kind in (Kind.NUMBER, Kind.INTEGER):
+        try:
+            return len(value) <= 24 and bool(np.isfinite(float(value)))
+        except ValueError:
+            return False
+    return kind is Kind.CATEGORY and value in allowed
 
 
-def _contract_message(problems: list[Any], n_rows: int, ids_sent: bool) -> str:
+def _served_reason(problem: Problem) -> str:
+    """``row N: column = value: rule``, the value only when ``_bounded``, never a patient id."""
+    spec = COLUMNS.get(problem.column)
+    quotes_nothing = problem.withheld or not problem.column  # reason() leaves the value out
+    safe = spec is not None and _bounded(problem.value, spec.kind, spec.allowed)
+    if quotes_nothing or safe:
+        return f"row {problem.row}: {problem.reason()}"
+    return f"row {problem.row}: {problem.column}: {problem.rule} (the value is not shown)"
+
+
+def _contract_message(problems: list[Problem], n_rows: int) -> str:
     rows = sorted({p.row for p in problems})
-    lines = []
-    for p in problems[:20]:
-        who = p.patient_id if ids_sent else None  # not the placeholder ids made below
-        lines.append(str(dataclasses.replace(p, value=_short(p.value), patient_id=who)))
+    lines = [_served_reason(p) for p in problems[:20]]
     more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
     return (
         f"{len(rows)} of {n_rows} records break the data contract; nothing was scored "
         "(rows are numbered from 1 in the order sent):\n" + "\n".join(lines) + more
+    )
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    """Refuse a column outside the contract: dropping it would score without it (a misspelled
+    ``il6`` would leave IL-6 out while the sender believes it was used)."""
+    unknown = [str(c).strip() for c in frame.columns if str(c).strip() not in COLUMNS]
+    if not unknown:
+        return
+    lines = []
+    for name in unknown[:20]:
+        if len(name) > 60 or identifier_in_value(name):
+            lines.append("a column whose name looks like patient information (name not shown)")
+            continue
+        near = closest_canonical(name)
+        hint = f"did you mean {near}?" if near else "the model's input example lists the columns"
+        lines.append(f"column {name!r} is not a column of the data contract: {hint}")
+    more = f"\n... and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    raise _bad_request(
+        f"{len(unknown)} column(s) not in the data contract; nothing was scored:\n"
+        + "\n".join(lines)
+        + more
     )
 
 
@@ -216,15 +261,15 @@ class ResponseModel(PythonModel):
         """Validate with the cohort contract, then predict and explain every record."""
         if not isinstance(records, pd.DataFrame):
             raise _bad_request("send a table of patient records (dataframe_split/records)")
+        _check_columns(records)
         _check_size(records)
         frame = records
-        ids_sent = "patient_id" in frame
-        if not ids_sent:
+        if "patient_id" not in frame:
             # The contract keys rows by patient_id; a service may leave it out.
             frame = frame.assign(patient_id=[f"record-{i}" for i in range(1, len(frame) + 1)])
         validated = validate_frame(frame)
         if validated.problems:
-            raise _bad_request(_contract_message(validated.problems, len(frame), ids_sent))
+            raise _bad_request(_contract_message(validated.problems, len(frame)))
         accepted = validated.accepted
         x, _absent = self.model.inputs(accepted)  # optional columns may be absent
         # The feature step runs once for both the probability and its explanation.
@@ -251,8 +296,10 @@ def decide(proba: np.ndarray, threshold: float) -> pd.DataFrame:
 
 
 def input_schema() -> Schema:
-    """The canonical raw columns (outcome and follow-up left out); only age, sex and CRP are
-    required. patient_id is optional for a service: rows are answered in the order sent."""
+    """The canonical raw columns (outcome and follow-up left out) as an MLflow schema; only age,
+    sex and CRP are required. patient_id is optional for a service: rows are answered in the
+    order sent. Documentation in the model metadata (``INPUTS_METADATA``), not enforced by
+    MLflow: the data contract checks the input (see the module docstring)."""
     return Schema(
         [
             ColSpec(
@@ -289,8 +336,10 @@ def output_schema(outputs: tuple[str, ...] = (PROBABILITY,)) -> Schema:
 
 
 def signature(top_factors: int, outputs: tuple[str, ...] = (PROBABILITY,)) -> ModelSignature:
+    """The logged signature: the kind's outputs and the params; no inputs (the data contract
+    is the input check, see the module docstring)."""
     params = ParamSchema([ParamSpec("top_factors", DataType.long, top_factors)])
-    return ModelSignature(inputs=input_schema(), outputs=output_schema(outputs), params=params)
+    return ModelSignature(inputs=None, outputs=output_schema(outputs), params=params)
 
 
 def input_example() -> pd.DataFrame:
@@ -330,7 +379,7 @@ def log_model(
                 signature=signature(settings.top_factors, model.kind.outputs),
                 input_example=input_example(),
                 pip_requirements=pip_requirements(),
-                metadata=metadata,
+                metadata=metadata | {INPUTS_METADATA: input_schema().to_dict()},
                 # A key a loader may override: only keys logged here reach load_context.
                 model_config={VERIFIED_KEY: ""},
                 registered_model_name=registered_model_name,
