@@ -70,6 +70,8 @@ class ModelValidation:
 
     table: pd.DataFrame | None
     images: dict[str, bytes]
+    # How the figures were obtained (the run's `validation_method` tag).
+    method: str = "held-out test set; 95% CIs: percentile bootstrap over its patients"
 
 
 NO_VALIDATION = ModelValidation(None, {})
@@ -354,7 +356,7 @@ def _model_html(context: ReportContext, evaluation: ModelValidation, kind: str) 
             )
         )
     else:
-        parts.append(_p("Held-out test set, point estimates with 95% bootstrap CIs:"))
+        parts.append(_p(f"Validation: {evaluation.method}. Point estimates with 95% CIs:"))
         parts.append(_table(evaluation.table))
     curves = [
         _img(evaluation.images[name], caption, f"img-{name.split('.')[0]}")
