@@ -230,7 +230,7 @@ def test_bootstrap_is_fast() -> None:
     assert time.perf_counter() - start < 3.0
 
 
-# --------------------------------------------------------------------------- subgroups & EPV
+# --------------------------------------------------------------------------- subgroups
 
 
 def test_subgroups_report_small_and_single_class_levels_without_crashing(cohort: Any) -> None:

@@ -172,9 +172,9 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
     import inflamrx.jobs.train as training
 
     def explode(*_args: object, **_kwargs: object) -> list[float]:
-        raise RuntimeError("boom in cross-validation")
+        raise RuntimeError("boom in the model comparison")
 
-    monkeypatch.setattr(training, "cross_validate", explode)
+    monkeypatch.setattr(training, "choose_kind", explode)  # the default job's first fitting
     config = load_config(
         None, {"data.path": str(workspace / "synthetic.csv"), "tracking.experiment": "f"}
     )
@@ -184,7 +184,7 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
     exp = client.get_experiment_by_name("f")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
-    assert "boom in cross-validation" in run.data.tags["error"]
+    assert "boom in the model comparison" in run.data.tags["error"]
 
 
 def test_artifacts_are_stored_beside_the_sqlite_database(
