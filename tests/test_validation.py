@@ -21,7 +21,7 @@ from inflamrx.modeling.choice import candidate_config, compare
 from inflamrx.modeling.explanations import contributions
 from inflamrx.modeling.features import model_input_columns
 from inflamrx.modeling.kinds.base import FittedModel, fit_model
-from inflamrx.modeling.validation import caveat, recalibrated, resample
+from inflamrx.modeling.validation import caveat, recalibrated, recalibration, resample
 
 
 def _cohort(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
@@ -182,3 +182,14 @@ def test_the_default_job_fits_every_patient_and_says_how_it_was_validated(
         mlflow.artifacts.download_artifacts(result.report_uri or "", dst_path=str(root / "r"))
     ).read_text()
     assert "repeated cross-validation" in page
+
+
+def test_recalibration_is_asked_for_only_outside_the_band() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 2000)
+    y = rng.binomial(1, p)
+    assert recalibration(1.05, y, p) is None and recalibration(float("nan"), y, p) is None
+    intercept, slope = recalibration(0.7, y, p) or (np.nan, np.nan)
+    assert slope == 0.7
+    shrunk = 1 / (1 + np.exp(-(intercept + 0.7 * np.log(p / (1 - p)))))
+    assert shrunk.mean() == pytest.approx(y.mean(), abs=1e-6)  # calibrated in the large

@@ -242,23 +242,36 @@ def with_corrected(evaluation: Evaluation, metrics: BootstrapResult) -> Evaluati
 SLOPE_BAND = (0.9, 1.1)
 
 
-def recalibrated(found: Resampled, y: np.ndarray) -> tuple[Resampled, str | None]:
-    """Where the corrected calibration slope is outside ``SLOPE_BAND``, the final model with
-    a logistic recalibration of its log-odds (uniform shrinkage as in ``rms``): slope = the
-    corrected slope, intercept re-estimated on every patient with the shrunk log-odds as an
-    offset. The validated figures stay those of the model before recalibration (the
-    recalibration is estimated from them, so validating it on the same resamples would be
-    circular); the benchmark checks its effect on independent patients."""
-    slope = found.corrected["calibration_slope"]
+def recalibration(slope: float, y: np.ndarray, p_fitted: np.ndarray) -> tuple[float, float] | None:
+    """Logistic recalibration (intercept, slope) when an out-of-sample calibration ``slope`` is
+    outside ``SLOPE_BAND``: the slope itself (uniform shrinkage as in ``rms``), and the
+    intercept re-estimated on the patients the model was fitted on (``y``, ``p_fitted``) with
+    the shrunk log-odds as an offset. None when the slope is inside the band or not usable."""
     low, high = SLOPE_BAND
     if not np.isfinite(slope) or low <= slope <= high or slope <= 0:
-        return found, None
-    shrunk = expit(slope * logit(np.clip(found.p_apparent, 1e-12, 1 - 1e-12)))
+        return None
+    shrunk = expit(slope * logit(np.clip(p_fitted, 1e-12, 1 - 1e-12)))
     intercept = float(weighted_calibration(y, shrunk, np.ones((1, len(y))))[0][0])
-    fitted = dataclasses.replace(found.fitted, recalibration=(intercept, slope))
-    note = (
-        f"The validated calibration slope {slope:.2f} is outside {low}-{high}: the model's "
-        f"log-odds are recalibrated (x {slope:.2f}, intercept {intercept:+.2f}; uniform "
-        "shrinkage as in rms). The figures shown are those of the model before recalibration."
+    return intercept, float(slope)
+
+
+def recalibration_note(ab: tuple[float, float], where: str) -> str:
+    a, b = ab
+    low, high = SLOPE_BAND
+    return (
+        f"The calibration slope {b:.2f} ({where}) is outside {low}-{high}: the model's log-odds "
+        f"are recalibrated (x {b:.2f}, intercept {a:+.2f}; uniform shrinkage as in rms)."
     )
+
+
+def recalibrated(found: Resampled, y: np.ndarray) -> tuple[Resampled, str | None]:
+    """The final model, recalibrated where its validated slope is outside ``SLOPE_BAND``. The
+    validated figures stay those of the model before recalibration (the recalibration is
+    estimated from them, so validating it on the same resamples would be circular); the
+    benchmark checks its effect on independent patients."""
+    ab = recalibration(found.corrected["calibration_slope"], y, found.p_apparent)
+    if ab is None:
+        return found, None
+    fitted = dataclasses.replace(found.fitted, recalibration=ab)
+    note = recalibration_note(ab, "validated") + " The figures shown are before recalibration."
     return dataclasses.replace(found, fitted=fitted), note
