@@ -55,10 +55,8 @@ from inflamrx.jobs.tune.storage import (
 )
 from inflamrx.jobs.tune.workers import _nested, _search
 from inflamrx.modeling.features import check_feature_request
-from inflamrx.modeling.kinds.base import FittedModel, fit_model
-from inflamrx.modeling.metrics import calibration_intercept_slope
+from inflamrx.modeling.kinds.base import fit_model
 from inflamrx.modeling.splits import PreparedCohort, prepare
-from inflamrx.modeling.validation import recalibration, recalibration_note
 from inflamrx.reporting.figures import save_tuning_plots
 from inflamrx.tracking.store import tracked_run, use_experiment
 from inflamrx.tracking.studies import log_trial_runs, trial_table
@@ -246,25 +244,5 @@ def _log_job(
             mlflow.log_artifacts(str(folder), artifact_path="tuning")
         say("refitting the best configuration on all training data")
         fitted = fit_model(best_config, data.x_train, data.y_train)
-        fitted, note = _recalibrated(fitted, nested, data)
         cv_scores = [float(s) for s in best.user_attrs.get("fold_auroc", [])]
-        result = evaluate_and_log(run_id, fitted, data, validated, best_config, cv_scores, say)
-        result.warnings += [note] if note else []
-        return result
-
-
-def _recalibrated(
-    fitted: FittedModel, nested: NestedEstimate, data: PreparedCohort
-) -> tuple[FittedModel, str | None]:
-    """The refit, recalibrated where the nested out-of-fold predictions (the whole tuning
-    procedure, search included) have a calibration slope outside 0.9-1.1; the held-out test
-    set then shows whether that helped."""
-    idx = np.concatenate([f.score_idx for f in nested.folds])
-    p = np.concatenate([f.p for f in nested.folds])
-    y = data.y_train.to_numpy()
-    _, slope = calibration_intercept_slope(y[idx], p)
-    ab = recalibration(slope, y, fitted.probability(data.x_train))
-    if ab is None:
-        return fitted, None
-    mlflow.log_metrics({"recalibration_intercept": ab[0], "recalibration_slope": ab[1]})
-    return dataclasses.replace(fitted, recalibration=ab), recalibration_note(ab, "nested CV")
+        return evaluate_and_log(run_id, fitted, data, validated, best_config, cv_scores, say)
