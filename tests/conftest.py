@@ -149,9 +149,10 @@ def synthetic_workspace(factory: pytest.TempPathFactory, name: str, n: int, seed
 
 def quick_training(root: Path, experiment: str) -> dict[str, Any]:
     """Config overrides that train on ``root``'s cohort quickly (60 trees, one CV repeat,
-    200 bootstrap resamples)."""
+    200 bootstrap resamples, one held-out test set)."""
     return {
         "data.path": str(root / "synthetic.csv"),
+        "split.strategy": "holdout",
         "data.synthetic": True,
         "evaluation.n_bootstrap": 200,
         "split.cv_repeats": 1,

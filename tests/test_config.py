@@ -26,7 +26,10 @@ def test_defaults_without_a_file() -> None:
     assert isinstance(cfg, Config)
     assert cfg.data.path == "data/synthetic.csv"
     assert cfg.data.paths == ["data/synthetic.csv"]
-    assert cfg.model.max_depth == 3
+    # Release 0.2 defaults: choose the kind by evidence, validate by resampling on all rows.
+    assert cfg.model.kind == "auto"
+    assert cfg.split.strategy == "resample"
+    assert cfg.split.resample == "cv"
 
 
 def test_empty_yaml_means_defaults(tmp_path: Path) -> None:
@@ -61,7 +64,7 @@ def test_nhanes_config_loads() -> None:
         ("model: {max_depth: 40}\n", ["'model.max_depth'", "less than or equal to 12", "got 40"]),
         (
             "model: {kind: forest}\n",
-            ["'model.kind'", "'xgboost', 'logistic' or 'histgb'", "got 'forest'"],
+            ["'model.kind'", "'xgboost', 'logistic', 'histgb' or 'auto'", "got 'forest'"],
         ),
         ("split: {test_size: 1.5}\n", ["'split.test_size'", "less than 1"]),
         ("data: {recode: {sex: {1: 2}}}\n", ["'data.recode.sex.1", "got 2"]),

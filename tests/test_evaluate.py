@@ -20,7 +20,6 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from inflamrx.modeling.evaluate import (
     classification_at_thresholds,
     evaluate_predictions,
-    events_per_variable,
     subgroup_auroc,
     subgroup_keys,
 )
@@ -231,7 +230,7 @@ def test_bootstrap_is_fast() -> None:
     assert time.perf_counter() - start < 3.0
 
 
-# --------------------------------------------------------------------------- subgroups & EPV
+# --------------------------------------------------------------------------- subgroups
 
 
 def test_subgroups_report_small_and_single_class_levels_without_crashing(cohort: Any) -> None:
@@ -250,21 +249,6 @@ def test_subgroups_report_small_and_single_class_levels_without_crashing(cohort:
     assert math.isnan(c["auroc"]) and c["note"] == "fewer than 10 rows" and c["n"] == 5
     female = by_level[("sex", "female")]
     assert female["ci_low"] <= female["auroc"] <= female["ci_high"]
-
-
-@pytest.mark.parametrize(
-    ("n_features", "epv", "warning"),
-    [(2, 15.0, None), (4, 7.5, "< 10"), (10, 3.0, "< 5")],
-)
-def test_events_per_variable(n_features: int, epv: float, warning: str | None) -> None:
-    y = np.array([1] * 30 + [0] * 70)
-    result = events_per_variable(y, n_features)
-    assert result.epv == pytest.approx(epv)
-    assert (result.events, result.non_events) == (30, 70)
-    if warning is None:
-        assert result.warning is None
-    else:
-        assert result.warning is not None and warning in result.warning
 
 
 # --------------------------------------------------------------------------- entry point

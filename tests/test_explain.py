@@ -330,7 +330,8 @@ def test_report_off_and_logistic_explained_by_cli(
     assert done.exit_code == 0, done.output
     page = (workspace / "lin" / "report.html").read_text()
     assert "no interactions by construction" in page
-    assert "Held-out test set" in page  # the training run's validation, fetched from MLflow
+    # The training run's validation and how it was obtained, fetched from MLflow.
+    assert "Validation: repeated cross-validation" in page
     assert client.list_artifacts(result.run_id, "explanations") == []  # its own run, not this
     (explain_run,) = client.search_runs(
         [client.get_run(result.run_id).info.experiment_id],

@@ -24,13 +24,15 @@ from inflamrx.config import OutcomeConfig, load_config
 from inflamrx.data.outcomes import OutcomeWords, outcome_label
 from inflamrx.data.schema import COLUMNS
 from inflamrx.modeling.assessment import baseline_table, reported_thresholds
-from inflamrx.modeling.evaluate import evaluate_predictions, events_per_variable
+from inflamrx.modeling.evaluate import evaluate_predictions
 from inflamrx.modeling.metrics import Estimate, with_ci
+from inflamrx.modeling.samplesize import riley_criteria
 from inflamrx.reporting import figures
 from inflamrx.tracking.registry import BELOW_MINIMUM_TAG, VersionCard
 
 CLI = str(Path(sys.executable).parent / "inflamrx")
 QUICK = [
+    "--set", "split.strategy=holdout", "--set", "model.kind=xgboost",
     "--set", "evaluation.n_bootstrap=100", "--set", "split.cv_repeats=1",
     "--set", "split.cv_folds=2", "--set", "model.n_estimators=40",
     "--set", "report.max_patients=100",
@@ -151,15 +153,14 @@ def test_registered_version_carries_a_description_and_tags(
     assert tags["outcome"].startswith("response") and tags["synthetic_data"] == "true"
     assert tags["data_digest"] == client.get_run(trained["run_id"]).data.tags["data_digest"]
     assert re.fullmatch(r"0\.\d{3} \(0\.\d{3} to 0\.\d{3}\)", tags["auroc_ci"])
-    assert tags["validation"].startswith("held-out test set (n=100, ")
+    assert tags["validation"].startswith("holdout (n=100, ")
     assert "AUROC" in version.description and "SYNTHETIC" in version.description
 
 
 def _card(events: int, features: int, test_events: int, low: float) -> VersionCard:
-    epv = events_per_variable(np.r_[np.ones(events), np.zeros(200)], features)
+    size = riley_criteria(events + 200, events, features, c_statistic=0.7)
     return VersionCard(
-        "response", "abc", True, Estimate(0.7, low, 0.8, 100), "held-out test set", test_events,
-        epv,
+        "response", "abc", True, Estimate(0.7, low, 0.8, 100), "holdout", test_events, size,
     )  # fmt: skip
 
 

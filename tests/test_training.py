@@ -57,9 +57,12 @@ def test_run_is_tracked_without_patient_identifiers(trained: tuple[TrainResult, 
     assert run.data.tags["synthetic_data"] == "true"
     assert {"git_commit", "inflamrx_version", "data_digest"} <= set(run.data.tags)
     assert run.data.params["model.kind"] == "xgboost"
-    assert (
-        "test_auroc_ci_low" in run.data.metrics and "baseline_crp_alone_auroc" in run.data.metrics
-    )
+    assert run.data.tags["validation"] == "holdout"
+    # Neutral names beside release 0.1.0's test_ names (holdout keeps them as aliases).
+    for key in ("auroc", "auroc_ci_low", "test_auroc_ci_low", "n_test"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["auroc"] == run.data.metrics["test_auroc"]
+    assert "baseline_crp_alone_auroc" in run.data.metrics
     everything = json.dumps([run.data.params, run.data.tags, run.data.metrics])
     assert "SYN-" not in everything  # pseudonymous ids stay out of params, tags and metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
@@ -107,9 +110,13 @@ def test_cli_train_json_and_predict(workspace: Path, monkeypatch: pytest.MonkeyP
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"run_id", "model_uri", "test_auroc", "test_auroc_ci", "n_train", "n_test"} <= set(
+    # The default validation: every patient fitted on, figures by repeated cross-validation.
+    assert summary["validation"] == "resample-cv"
+    assert {"run_id", "model_uri", "auroc", "auroc_ci", "calibration_slope", "n_train"} <= set(
         summary
     )
+    assert "n_test" not in summary and "test_auroc" not in summary  # there is no test set
+    assert summary["n_train"] == 600
     assert summary["synthetic"] is True
     done = runner.invoke(
         app,
@@ -165,9 +172,9 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
     import inflamrx.jobs.train as training
 
     def explode(*_args: object, **_kwargs: object) -> list[float]:
-        raise RuntimeError("boom in cross-validation")
+        raise RuntimeError("boom in the model comparison")
 
-    monkeypatch.setattr(training, "cross_validate", explode)
+    monkeypatch.setattr(training, "choose_kind", explode)  # the default job's first fitting
     config = load_config(
         None, {"data.path": str(workspace / "synthetic.csv"), "tracking.experiment": "f"}
     )
@@ -177,7 +184,7 @@ def test_failed_job_marks_the_run_failed(workspace: Path, monkeypatch: pytest.Mo
     exp = client.get_experiment_by_name("f")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.status == "FAILED"
-    assert "boom in cross-validation" in run.data.tags["error"]
+    assert "boom in the model comparison" in run.data.tags["error"]
 
 
 def test_artifacts_are_stored_beside_the_sqlite_database(

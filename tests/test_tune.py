@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import inflamrx.jobs.tune.search as search_module
 from conftest import synthetic_workspace, tracking_in
 from inflamrx.cli import app
-from inflamrx.config import Config, load_config
+from inflamrx.config import Config, for_tuning, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.tune.job import TuneResult, tune
@@ -85,7 +85,7 @@ def tuned(workspace: Path) -> tuple[TuneResult, str]:
 
 @pytest.fixture(scope="module")
 def prepared(workspace: Path) -> tuple[Config, PreparedCohort]:
-    config = load_config(None, overrides(workspace))
+    config = for_tuning(load_config(None, overrides(workspace)))  # as `tune` runs it
     return config, prepare(validate_cohort(config.data), config)
 
 

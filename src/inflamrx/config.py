@@ -99,6 +99,9 @@ class LogisticConfig(_ModelSection):
     C: float = Field(1.0, gt=0)
     penalty: Literal["l2", "l1", "elasticnet"] = "l2"
     l1_ratio: float = Field(0.5, ge=0, le=1)
+    # Smooth terms (cubic B-splines, knots at quantiles) for log CRP, IL-6 and TNF-alpha;
+    # 0: linear in every feature (release 0.1.0's model).
+    spline_knots: int = Field(0, ge=0, le=10)
 
 
 class HistGBConfig(_ModelSection):
@@ -113,20 +116,84 @@ class HistGBConfig(_ModelSection):
     l2_regularization: float = Field(1.0, ge=0)
 
 
+CandidateKind = Literal["logistic", "histgb", "xgboost"]
+
+
+def _all_candidates() -> list[CandidateKind]:
+    return ["logistic", "xgboost"]
+
+
+class AutoConfig(_ModelSection):
+    """Compare ``candidates`` on the same resamples and keep one by the rule of
+    ``inflamrx.modeling.choice`` (best validated AUROC, unless a simpler kind is not
+    distinguishable from it). Candidates use their kind's small-sample settings."""
+
+    kind: Literal["auto"] = "auto"
+    # Simplest first: the order is the rule's notion of "simpler".
+    candidates: list[CandidateKind] = Field(default_factory=_all_candidates, min_length=1)
+
+
 # One class per kind, chosen by `model.kind` (a pydantic discriminated union).
-ModelConfig = Annotated[XGBoostConfig | LogisticConfig | HistGBConfig, Field(discriminator="kind")]
+ModelConfig = Annotated[
+    XGBoostConfig | LogisticConfig | HistGBConfig | AutoConfig, Field(discriminator="kind")
+]
 MODEL_CONFIGS: dict[str, type[_ModelSection]] = {
-    c.model_fields["kind"].default: c for c in (XGBoostConfig, LogisticConfig, HistGBConfig)
+    c.model_fields["kind"].default: c
+    for c in (XGBoostConfig, LogisticConfig, HistGBConfig, AutoConfig)
 }
+# A model section without `kind` holds release 0.1.0's XGBoost parameters: it stays XGBoost.
+# A config without a model section gets `auto`.
 DEFAULT_KIND = "xgboost"
 
 
 class SplitConfig(_Section):
-    test_size: float = Field(0.25, gt=0, lt=1)
-    group_by: str | None = None  # e.g. "site": held-out sites instead of held-out patients
+    """How the figures of a training run are obtained.
+
+    resample (default): fit on every patient; performance by repeated cross-validation
+    (``resample: cv``, ``cv_repeats`` x ``cv_folds`` fits) or Harrell's bootstrap optimism
+    correction (``resample: bootstrap``, ``n_resamples`` refits; it under-corrects tree
+    ensembles, which memorise their bootstrap sample: see ``inflamrx.modeling.validation``).
+    holdout: one random test set of ``test_size``. site: whole sites (``site_column``) held
+    out as the test set.
+    """
+
+    strategy: Literal["resample", "holdout", "site"] = "resample"
+    resample: Literal["cv", "bootstrap"] = "cv"
+    n_resamples: int = Field(20, ge=2)  # resample: bootstrap
+    test_size: float = Field(0.25, gt=0, lt=1)  # holdout and site
+    site_column: str = "site"  # site
     cv_folds: int = Field(5, ge=2)
-    cv_repeats: int = Field(2, ge=1)
+    cv_repeats: int = Field(2, ge=1)  # CV repeats (holdout and site: on the training part)
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_older_releases(cls, tree: Any) -> Any:
+        if not isinstance(tree, dict) or "strategy" in tree:
+            return tree
+        tree = dict(tree)
+        group_by = tree.pop("group_by", None)
+        if group_by is not None:
+            tree |= {"strategy": "site", "site_column": group_by}
+            _deprecated(
+                f"split.group_by is now split.strategy: site with split.site_column: {group_by}"
+            )
+        elif "test_size" in tree:  # a held-out test set was asked for: keep it
+            tree["strategy"] = "holdout"
+            _deprecated(
+                "split.test_size without split.strategy: read as split.strategy: holdout (the "
+                "default is now resample: fit on every patient, validate by the bootstrap)"
+            )
+        return tree
+
+    @property
+    def group_by(self) -> str | None:
+        """The column whose values are held out together (site strategy), else None."""
+        return self.site_column if self.strategy == "site" else None
+
+
+def _deprecated(message: str) -> None:
+    warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
 class EvaluationConfig(_Section):
@@ -260,7 +327,7 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
-    model: ModelConfig = Field(default_factory=XGBoostConfig)
+    model: ModelConfig = Field(default_factory=AutoConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
@@ -291,10 +358,23 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _spaces_fit_their_kind(self) -> Config:
-        _check_space(self.tuning.space, self.model.kind)
+        _check_space(self.tuning.space, for_tuning(self).model.kind)
         _check_space(self.tuning.xgboost_space, "xgboost")
         _check_space(self.tuning.logistic_space, "logistic")
         return self
+
+
+def for_tuning(config: Config) -> Config:
+    """The config ``inflamrx tune`` runs: it searches one kind's parameters and validates by
+    nested CV plus a held-out test set, so ``model.kind: auto`` tunes XGBoost (the kind release
+    0.1.0 tuned, so its default study names still resume) and ``split.strategy: resample``
+    holds out a test set as ``holdout`` does."""
+    update: dict[str, Any] = {}
+    if config.model.kind == "auto":
+        update["model"] = XGBoostConfig(seed=config.model.seed)
+    if config.split.strategy == "resample":
+        update["split"] = config.split.model_copy(update={"strategy": "holdout"})
+    return config.model_copy(update=update) if update else config
 
 
 def _format_error(err: ValidationError, source: str, tree: dict[str, Any]) -> str:

@@ -235,7 +235,8 @@ def train(
     run_name: RunNameOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train, evaluate on a held-out test set, log to MLflow and register the model."""
+    """Train, validate (split.strategy: resample, holdout or site), log to MLflow and register
+    the model."""
     import json
 
     from inflamrx.jobs.train import train as run_training

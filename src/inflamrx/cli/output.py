@@ -116,22 +116,34 @@ def print_benefit_training(result: Any) -> None:
 def print_training(result: Any) -> None:
     tag = " [bold yellow](SYNTHETIC data)[/]" if result.synthetic else ""
     out.print(f"[bold]outcome[/]: {result.outcome}{tag}")
+    split = f"test {result.n_test}" if result.has_test_set else "fitted on all of them"
     out.print(
-        f"train {result.n_train}, test {result.n_test}; rejected rows {result.n_rejected}; "
+        f"train {result.n_train}, {split}; rejected rows {result.n_rejected}; "
         f"accepted rows without an outcome (left out) {result.n_without_outcome}"
     )
+    if result.comparison is not None:
+        compared = Table(title="model.kind auto: candidates on the same resamples")
+        for col in result.comparison.columns:
+            compared.add_column(str(col))
+        for row in result.comparison.itertuples(index=False):
+            compared.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        out.print(compared)
+        out.print(f"model kind: {result.model_kind}")
     if result.cv_auroc:
         import numpy as np
 
         out.print(
             f"cross-validated AUROC (training part): {np.mean(result.cv_auroc):.3f} +/- {np.std(result.cv_auroc):.3f} over {len(result.cv_auroc)} folds"
         )
-    table = Table(title="Held-out test set (95% bootstrap CIs)")
+    out.print(f"[bold]validation[/]: {result.validation}: {result.validation_method}")
+    table = Table(title=f"Validation: {result.validation} (95% CIs)")
     for col in result.table.columns:
         table.add_column(str(col))
     for row in result.table.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
     out.print(table)
+    if result.sample_size not in result.warnings:  # else printed among the warnings
+        out.print(result.sample_size, markup=False, highlight=False)
     print_warnings(result.warnings)
     out.print(
         f"run {result.run_id}\nmodel {result.model_uri}"

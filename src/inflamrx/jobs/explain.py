@@ -97,7 +97,9 @@ def training_validation(run_id: str | None) -> ModelValidation:
             found[name] = Path(path).read_bytes()
     csv = found.pop(METRICS_TABLE_FILE, None)
     table = None if csv is None else pd.read_csv(io.BytesIO(csv), keep_default_na=False)
-    return ModelValidation(table, found)
+    # Runs before the validation modes held out a test set: the default method says so.
+    method = mlflow.get_run(run_id).data.tags.get("validation_method")
+    return ModelValidation(table, found, *([method] if method else []))
 
 
 def explain_report(

@@ -1,8 +1,12 @@
-"""Train and evaluate: one split, cross-validation on the training part, one test evaluation,
-everything tracked in MLflow and the fitted model logged, registered and reported."""
+"""Train and validate, everything tracked in MLflow and the fitted model logged, registered and
+reported. ``split.strategy`` says how: resample (fit on every patient, validate by the bootstrap
+or repeated CV: ``modeling.validation``), holdout or site (one split, cross-validation on the
+training part, one test evaluation). ``model.kind: auto`` first compares the candidate kinds
+on the same resamples (``modeling.choice``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from collections.abc import Callable
@@ -20,12 +24,14 @@ from sklearn.metrics import roc_auc_score
 from inflamrx.config import Config, flatten
 from inflamrx.data.outcomes import OutcomeWords, describe, outcome_label
 from inflamrx.data.validate import ValidationResult, validate_cohort
-from inflamrx.modeling.assessment import Assessment, assess
+from inflamrx.modeling.assessment import Assessment, assess, assess_resampled
+from inflamrx.modeling.choice import RULE, Choice, compare
 from inflamrx.modeling.evaluate import Evaluation
 from inflamrx.modeling.explanations import explain_rows
 from inflamrx.modeling.features import check_feature_request
 from inflamrx.modeling.kinds.base import FittedModel, fit_model
 from inflamrx.modeling.splits import PreparedCohort, cv_folds, prepare
+from inflamrx.modeling.validation import Resampled, recalibrated, resample
 from inflamrx.reporting.figures import save_evaluation_plots
 from inflamrx.reporting.html import (
     EVALUATION_IMAGES,
@@ -43,6 +49,7 @@ from inflamrx.tracking.store import log_files, standard_tags, tracked_run, use_e
 Progress = Callable[[str], None]
 EVALUATION_ARTIFACTS = "evaluation"  # folder of the run's evaluation files (read by explain)
 METRICS_TABLE_FILE = "metrics_table.csv"
+COMPARISON_FILE = "model_comparison.csv"
 REPORT_ARTIFACTS = "explanations"  # folder of the run's SHAP report
 
 
@@ -54,7 +61,7 @@ class TrainResult:
     outcome: str
     synthetic: bool
     n_train: int
-    n_test: int
+    n_test: int  # 0 with split.strategy resample: every patient is fitted on
     n_rejected: int
     n_without_outcome: int
     cv_auroc: list[float]
@@ -63,33 +70,68 @@ class TrainResult:
     test_patient_ids: list[str]  # in memory only (benchmarks); never logged
     warnings: list[str] = field(default_factory=list)
     report_uri: str | None = None  # the SHAP report logged to the run (report.enabled)
+    validation: str = "holdout"  # holdout, site, resample-bootstrap or resample-cv
+    validation_method: str = ""  # how the figures were obtained, one sentence
+    model_kind: str = ""  # the kind fitted (auto: the one chosen)
+    comparison: pd.DataFrame | None = None  # auto: one row per candidate kind
+    sample_size: str = ""  # Riley et al.'s criteria, one paragraph
 
     @property
-    def test_auroc(self) -> float:
+    def has_test_set(self) -> bool:
+        return not self.validation.startswith("resample")
+
+    @property
+    def auroc(self) -> float:
         return float(self.evaluation.metrics.auroc.estimate)
 
     @property
-    def test_auroc_ci(self) -> tuple[float, float]:
+    def auroc_ci(self) -> tuple[float, float]:
         auroc = self.evaluation.metrics.auroc
         return (float(auroc.ci_low), float(auroc.ci_high))
 
+    # Release 0.1.0's names, from the days of one held-out test set.
+    test_auroc = auroc
+    test_auroc_ci = auroc_ci
+
+    def metrics(self) -> dict[str, float]:
+        """Neutral metric names across validation modes; holdout and site also keep the
+        ``test_`` names of earlier releases."""
+        neutral = self.evaluation.to_mlflow_metrics(prefix="")
+        return neutral | (self.evaluation.to_mlflow_metrics() if self.has_test_set else {})
+
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints with --json."""
-        return {
+        m = self.evaluation.metrics
+        out: dict[str, Any] = {
             "run_id": self.run_id,
             "model_uri": self.model_uri,
             "registered_version": self.registered_version,
             "outcome": self.outcome,
             "synthetic": self.synthetic,
-            "test_auroc": self.test_auroc,
-            "test_auroc_ci": list(self.test_auroc_ci),
-            "cv_auroc_mean": float(np.mean(self.cv_auroc)),
-            "cv_auroc_sd": float(np.std(self.cv_auroc)),
+            "validation": self.validation,
+            "validation_method": self.validation_method,
+            "model_kind": self.model_kind,
+        }
+        for name, _, est in m.headline():
+            out[name] = est.estimate
+            out[f"{name}_ci"] = [est.ci_low, est.ci_high]
+        if self.has_test_set:
+            out |= {"test_auroc": self.auroc, "test_auroc_ci": list(self.auroc_ci)}
+            out |= {"n_test": self.n_test}
+        if self.cv_auroc:
+            out |= {
+                "cv_auroc_mean": float(np.mean(self.cv_auroc)),
+                "cv_auroc_sd": float(np.std(self.cv_auroc)),
+            }
+        return out | {
             "n_train": self.n_train,
-            "n_test": self.n_test,
             "n_rejected": self.n_rejected,
             "n_without_outcome": self.n_without_outcome,
-            "metrics": self.evaluation.to_mlflow_metrics(),
+            "model_comparison": (
+                self.comparison.to_dict("records") if self.comparison is not None else None
+            ),
+            "sample_size": self.sample_size,
+            "metrics": self.metrics(),
             "warnings": self.warnings,
             "report_uri": self.report_uri,
         }
@@ -162,13 +204,81 @@ def train_on(validated: ValidationResult, config: Config, say: Progress) -> Trai
     experiment_id = use_experiment(config.tracking.experiment)
     with tracked_run(experiment_id, run_name=job_run_name("train", config, data)) as run:
         log_job_inputs(data, config, job="train")
-        say(f"cross-validating on {len(data.train_idx)} training patients")
-        cv_scores, cv_warnings = cross_validate(config, data)
-        say("fitting the final pipeline")
-        fitted = fit_model(config, data.x_train, data.y_train)
-        result = evaluate_and_log(run.info.run_id, fitted, data, validated, config, cv_scores, say)
-        result.warnings[:0] = cv_warnings
+        choice = None
+        if config.model.kind == "auto":
+            choice = choose_kind(config, data, say)
+            config = choice.config
+        if config.split.strategy == "resample":
+            found = choice.chosen if choice else validate_by_resampling(config, data, say)
+            found, recalibration = recalibrated(found, data.y.to_numpy())
+            if found.fitted.recalibration is not None:
+                a, b = found.fitted.recalibration
+                mlflow.log_metrics({"recalibration_intercept": a, "recalibration_slope": b})
+            assessment = assess_resampled(found, data, config, recalibration)
+            result = evaluate_and_log(
+                run.info.run_id, found.fitted, data, validated, config, [], say, assessment
+            )
+        else:
+            say(f"cross-validating on {len(data.train_idx)} training patients")
+            cv_scores, cv_warnings = cross_validate(config, data)
+            say("fitting the final pipeline")
+            fitted = fit_model(config, data.x_train, data.y_train)
+            result = evaluate_and_log(
+                run.info.run_id, fitted, data, validated, config, cv_scores, say
+            )
+            result.warnings[:0] = cv_warnings
+        if choice is not None:
+            log_comparison(choice)
+            result.comparison = choice.table
         return result
+
+
+def choose_kind(config: Config, data: PreparedCohort, say: Progress) -> Choice:
+    """``model.kind: auto``: every candidate validated on the same resamples of the patients
+    it may be fitted on (holdout, site: the training part only)."""
+    kinds = ", ".join(getattr(config.model, "candidates", []))
+    resampled = config.model_copy(
+        update={"split": config.split.model_copy(update={"strategy": "resample"})}
+    )
+    say(f"comparing {kinds} on the same {_resamples(config)}")
+    e = config.evaluation
+    choice = compare(resampled, data.x_train, data.y_train, e.n_bootstrap, e.seed)
+    chosen = choice.chosen.kind
+    say(f"chose {chosen} ({RULE})")
+    return dataclasses.replace(choice, config=_with_split(choice.config, config))
+
+
+def _with_split(chosen: Config, original: Config) -> Config:
+    return chosen.model_copy(update={"split": original.split})
+
+
+def _resamples(config: Config) -> str:
+    s = config.split
+    if s.resample == "bootstrap":
+        return f"{s.n_resamples} bootstrap resamples"
+    return f"{s.cv_repeats} x {s.cv_folds}-fold cross-validation"
+
+
+def validate_by_resampling(config: Config, data: PreparedCohort, say: Progress) -> Resampled:
+    say(f"fitting on all {len(data.y)} patients and validating on {_resamples(config)}")
+    return resample(config, data.x, data.y)
+
+
+def log_comparison(choice: Choice) -> None:
+    """The candidates' comparison: a table artifact, the chosen kind as a tag, and each
+    candidate's validated AUROC and slope as metrics."""
+    mlflow.set_tags({"model_kind_chosen": choice.chosen.kind, "model_choice_rule": RULE})
+    metrics = {}
+    for row in choice.table.to_dict("records"):
+        for key in ("auroc", "calibration_slope"):
+            value = float(row[key])
+            if np.isfinite(value):
+                metrics[f"candidate_{row['kind']}_{key}"] = value
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / COMPARISON_FILE
+        choice.table.to_csv(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=EVALUATION_ARTIFACTS)
 
 
 def evaluate_and_log(
@@ -179,11 +289,14 @@ def evaluate_and_log(
     config: Config,
     cv_scores: list[float],
     say: Progress,
+    assessment: Assessment | None = None,
 ) -> TrainResult:
-    """Evaluate the fitted model once on the held-out test set, log the evaluation to the
-    active run, log and register the model, and report. Shared by ``train`` and ``tune``."""
-    say(f"evaluating once on {len(data.test_idx)} held-out patients")
-    assessment = assess(fitted, data, config)
+    """Evaluate the fitted model once on the held-out test set (or take the resampling
+    ``assessment``), log the evaluation to the active run, log and register the model, and
+    report. Shared by ``train`` and ``tune``."""
+    if assessment is None:
+        say(f"evaluating once on {len(data.test_idx)} held-out patients")
+        assessment = assess(fitted, data, config)
     validation = log_assessment(assessment, data, validated, config, cv_scores)
     say("logging and registering the model")
     model_uri, version = log_and_register(fitted, config, data.synthetic)
@@ -191,10 +304,11 @@ def evaluate_and_log(
         annotate_version(config.registry.name, version, version_card(assessment, data, config))
     report_uri = None
     if config.report.enabled:
-        say("writing the SHAP report on the held-out patients")
+        say("writing the SHAP report")
         report_uri = report_test_patients(
             run_id, model_uri, fitted, data, validation, config, len(validated.rejected)
         )
+    resampled = assessment.validation.startswith("resample")
     return TrainResult(
         run_id=run_id,
         model_uri=model_uri,
@@ -208,10 +322,18 @@ def evaluate_and_log(
         cv_auroc=cv_scores,
         evaluation=assessment.evaluation,
         table=assessment.table,
-        test_patient_ids=data.test_cohort["patient_id"].astype(str).tolist(),
+        test_patient_ids=[] if resampled else _ids(data.test_cohort),
         warnings=[*assessment.warnings, *validated.warnings],
         report_uri=report_uri,
+        validation=assessment.validation,
+        validation_method=assessment.method,
+        model_kind=fitted.kind.name,
+        sample_size=assessment.sample_size.text(),
     )
+
+
+def _ids(cohort: pd.DataFrame) -> list[str]:
+    return cohort["patient_id"].astype(str).tolist()
 
 
 def log_assessment(
@@ -223,13 +345,23 @@ def log_assessment(
 ) -> ModelValidation:
     """Metrics, plots and tables of the active run; returns what the report shows of them."""
     evaluation = assessment.evaluation
-    metrics = evaluation.to_mlflow_metrics() | {
+    size = assessment.sample_size
+    # Neutral names in every mode; holdout and site keep earlier releases' test_ names too.
+    resampled = assessment.validation.startswith("resample")
+    aliases = {} if resampled else evaluation.to_mlflow_metrics()
+    metrics = evaluation.to_mlflow_metrics(prefix="") | aliases
+    metrics |= {
         "n_train": float(len(data.train_idx)),
-        "n_test": float(len(data.test_idx)),
         "n_rejected": float(len(validated.rejected)),
         "n_without_outcome": float(data.n_without_outcome),
-        "events_per_variable": float(assessment.epv.epv),
+        "events_per_parameter": float(size.epp),
+        "sample_size_required": float(size.n_required),
+        "sample_size_met": float(size.met),
+        "expected_shrinkage": float(size.shrinkage),
     }
+    if not resampled:
+        metrics["n_test"] = float(len(data.test_idx))
+    mlflow.set_tags({"validation": assessment.validation, "validation_method": assessment.method})
     if cv_scores:
         metrics |= {
             "cv_auroc_mean": float(np.mean(cv_scores)),
@@ -256,9 +388,10 @@ def log_assessment(
         (folder / "validation.json").write_text(
             json.dumps(_validation_counts(validated, data.n_without_outcome), indent=2)
         )
+        (folder / "sample_size.txt").write_text(size.text() + "\n")
         mlflow.log_artifacts(str(folder), artifact_path=EVALUATION_ARTIFACTS)
         images = {n: (folder / n).read_bytes() for n in EVALUATION_IMAGES if (folder / n).is_file()}
-    return ModelValidation(assessment.table, images)
+    return ModelValidation(assessment.table, images, assessment.method)
 
 
 def log_and_register(
@@ -290,7 +423,7 @@ def version_card(assessment: Assessment, data: PreparedCohort, config: Config) -
         auroc=evaluation.metrics.auroc,
         validation=f"{assessment.validation} (n={evaluation.n}, {evaluation.n_events} events)",
         validation_events=evaluation.n_events,
-        epv=assessment.epv,
+        sample_size=assessment.sample_size,
     )
 
 
@@ -303,22 +436,27 @@ def report_test_patients(
     config: Config,
     n_rejected: int,
 ) -> str:
-    """The SHAP report on the held-out test patients, logged to the run; returns its URI."""
-    test_cohort = data.test_cohort
+    """The SHAP report on the held-out test patients (resample: on every patient, whom the
+    model was fitted on), logged to the run; returns its URI."""
+    if len(data.test_idx):
+        rows, population = data.test_idx, "held-out test patients of the training run"
+    else:  # as many patients as a held-out test set would hold: the report takes as long
+        n = max(1, round(config.split.test_size * len(data.y)))
+        rng = np.random.default_rng(config.report.seed)
+        rows = np.sort(rng.choice(len(data.y), size=min(n, len(data.y)), replace=False))
+        population = "a random sample of the patients the model was fitted on"
+    cohort = data.cohort.iloc[rows].reset_index(drop=True)
     explanation = explain_rows(
-        fitted,
-        data.x.iloc[data.test_idx],
-        test_cohort["patient_id"].astype(str),
-        seed=config.report.seed,
+        fitted, data.x.iloc[rows], cohort["patient_id"].astype(str), seed=config.report.seed
     )
     context = ReportContext(
         model_uri=model_uri,
         outcome=describe(config.outcome),
         synthetic=data.synthetic,
         validation=validation,
-        cohort=test_cohort,
+        cohort=cohort,
         n_rejected=n_rejected,
-        population="held-out test patients of the training run",
+        population=population,
         outcome_label=outcome_label(config.outcome),
     )
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,11 @@
 """What a fitted model is worth on patients it never saw: the evaluation on the held-out test
-set beside the CRP > 3 mg/L rule and CRP alone, events per variable, and the warnings they
+set (holdout, site) or by resampling every patient (resample), beside the CRP > 3 mg/L rule and
+CRP alone on the same patients, Riley et al.'s sample size criteria, and the warnings they
 raise. Computation only: the jobs log and report it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,33 +13,50 @@ import pandas as pd
 
 from inflamrx.config import Config
 from inflamrx.data.crp import CRP_RULE, crp_rule
-from inflamrx.modeling.evaluate import (
-    Evaluation,
-    EventsPerVariable,
-    evaluate_predictions,
-    events_per_variable,
-)
+from inflamrx.modeling.evaluate import Evaluation, evaluate_predictions
 from inflamrx.modeling.kinds.base import FittedModel
 from inflamrx.modeling.metrics import Estimate, bootstrap_metric_ci, with_ci
+from inflamrx.modeling.samplesize import SampleSize, riley_criteria
 from inflamrx.modeling.splits import PreparedCohort
+from inflamrx.modeling.validation import (
+    Resampled,
+    caveat,
+    corrected_metrics,
+    describe_method,
+    with_corrected,
+)
+
+HOLDOUT_METHOD = "held-out test set; 95% CIs: percentile bootstrap over its patients"
+SITE_METHOD = "held-out sites as the test set; 95% CIs: percentile bootstrap over its patients"
 
 
 @dataclass(frozen=True)
 class Assessment:
-    """The test-set evaluation of one fitted model, with the CRP baselines beside it."""
+    """The validation of one fitted model, with the CRP baselines beside it."""
 
     evaluation: Evaluation
     baselines: dict[str, Estimate]  # CRP alone and the CRP > 3 mg/L rule, same patients
     table: pd.DataFrame  # metric, model, CRP > 3 rule, CRP alone (point and 95% CI)
-    epv: EventsPerVariable
-    y_test: np.ndarray
+    sample_size: SampleSize
+    y_test: np.ndarray  # the patients evaluated: the test set, or every patient (resample)
     crp_test: np.ndarray
-    # How the evaluation was obtained: the one name tags, descriptions and reports quote.
-    validation: str = "held-out test set"
+    validation: str  # holdout, site, resample-bootstrap or resample-cv
+    method: str  # how the figures were obtained, one sentence
 
     @property
     def warnings(self) -> list[str]:
-        return [w for w in [self.epv.warning, *self.evaluation.notes] if w]
+        size = [] if self.sample_size.met else [self.sample_size.text()]
+        return [*size, *self.evaluation.notes]
+
+
+def sample_size(model: FittedModel, y: pd.Series, c_statistic: float) -> SampleSize:
+    """Riley et al.'s criteria for the patients ``model`` was fitted on."""
+    return riley_criteria(
+        len(y),
+        int(y.sum()),
+        model.n_parameters,
+        c_statistic=c_statistic if np.isfinite(c_statistic) and c_statistic > 0.5 else None,
+    )
 
 
 def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessment:
@@ -64,13 +83,61 @@ def assess(model: FittedModel, data: PreparedCohort, config: Config) -> Assessme
         seed=config.evaluation.seed,
     )
     baselines = crp_baselines(y_test, crp, config)
+    site = config.split.strategy == "site"
     return Assessment(
         evaluation=evaluation,
         baselines=baselines,
         table=baseline_table(evaluation, baselines),
-        epv=events_per_variable(data.y_train.to_numpy(), len(model.feature_names)),
+        sample_size=sample_size(model, data.y_train, evaluation.metrics.auroc.estimate),
         y_test=y_test,
         crp_test=crp,
+        validation="site" if site else "holdout",
+        method=SITE_METHOD if site else HOLDOUT_METHOD,
+    )
+
+
+def assess_resampled(
+    found: Resampled, data: PreparedCohort, config: Config, recalibration: str | None = None
+) -> Assessment:
+    """The resampling validation of a model fitted on every patient: corrected headline
+    metrics, and curves, thresholds and subgroups from out-of-sample predictions; the CRP
+    baselines on every patient (nothing is fitted for them, so nothing to correct)."""
+    e = config.evaluation
+    y = data.y.to_numpy()
+    seen = np.isfinite(found.p_out_of_sample)  # bootstrap: a patient in every resample has none
+    cohort = data.cohort[seen].reset_index(drop=True)
+    crp = data.cohort["crp_mg_l"].to_numpy(dtype=float)
+    prevalence = float(y.mean())
+    # Chosen from the final fit's own predictions, before any out-of-sample outcome is seen.
+    thresholds = reported_thresholds(e.thresholds, prevalence, found.fitted.probability(data.x))
+    out_of_sample = evaluate_predictions(
+        y[seen],
+        found.p_out_of_sample[seen],
+        baseline_rule=crp_rule(crp[seen]),
+        baseline_rule_name=CRP_RULE,
+        subgroups={k: v for k, v in subgroups(cohort).items() if k in e.subgroups},
+        thresholds=thresholds,
+        dca_thresholds=decision_curve_thresholds(prevalence),
+        n_boot=e.n_bootstrap,
+        seed=e.seed,
+    )
+    metrics = corrected_metrics(found, y, e.n_bootstrap, e.seed)
+    evaluation = with_corrected(out_of_sample, metrics)
+    extra = tuple(n for n in (recalibration, caveat(found)) if n)
+    evaluation = dataclasses.replace(evaluation, notes=(*evaluation.notes, *extra))
+    if not seen.all():
+        note = f"{int((~seen).sum())} patient(s) were in every bootstrap sample: no out-of-bag prediction"
+        evaluation = dataclasses.replace(evaluation, notes=(*evaluation.notes, note))
+    baselines = crp_baselines(y, crp, config)
+    return Assessment(
+        evaluation=evaluation,
+        baselines=baselines,
+        table=baseline_table(evaluation, baselines),
+        sample_size=sample_size(found.fitted, data.y, metrics.auroc.estimate),
+        y_test=y,
+        crp_test=crp,
+        validation=f"resample-{found.method}",
+        method=describe_method(found, e.n_bootstrap),
     )
 
 

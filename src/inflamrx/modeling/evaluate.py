@@ -4,7 +4,7 @@
 ``p``) with the metrics of :mod:`inflamrx.modeling.metrics`: confidence intervals for AUROC,
 AUPRC, Brier score and the calibration intercept/slope are bootstrap percentile intervals from
 one shared set of resamples; proportions at a threshold (sensitivity, specificity, PPV, NPV)
-get Wilson score intervals. Subgroup AUROCs, events per variable and notes on suspicious
+get Wilson score intervals. Subgroup AUROCs and notes on suspicious
 results complete it.
 """
 
@@ -33,8 +33,6 @@ from inflamrx.modeling.metrics import (
     calibration_bins,
     check_alpha,
     check_both_classes,
-    check_labels,
-    check_positive_int,
     check_rule,
     check_same_length,
     check_thresholds,
@@ -60,17 +58,6 @@ MIN_VALIDATION_EVENTS = 100
 
 
 # --------------------------------------------------------------------------- result types
-
-
-@dataclass(frozen=True)
-class EventsPerVariable:
-    """min(events, non-events) per candidate predictor, with a warning when it is low."""
-
-    events: int
-    non_events: int
-    n_features: int
-    epv: float
-    warning: str | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +270,7 @@ def classification_at_thresholds(
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- subgroups & EPV
+# --------------------------------------------------------------------------- subgroups
 
 
 def subgroup_auroc(
@@ -337,27 +324,6 @@ def subgroup_auroc(
             )
     columns = ["variable", "level", "n", "events", "non_events", "auroc", "ci_low", "ci_high"]
     return pd.DataFrame(rows, columns=[*columns, "note"])
-
-
-def events_per_variable(y: npt.ArrayLike, n_features: int) -> EventsPerVariable:
-    """min(events, non-events) / candidate predictors, computed on the *development* data."""
-    y_arr = check_labels(y)
-    n_features = check_positive_int(n_features, "n_features")
-    events = int(y_arr.sum())
-    non_events = len(y_arr) - events
-    epv = min(events, non_events) / n_features
-    warning = None
-    if epv < 5:
-        warning = (
-            f"Events per variable is {epv:.1f} (< 5): severe risk of overfitting. Reduce the "
-            "candidate predictors, use strong penalisation, and expect a poor calibration slope."
-        )
-    elif epv < 10:
-        warning = (
-            f"Events per variable is {epv:.1f} (< 10): risk of overfitting. Prefer penalised "
-            "models and check the calibration slope on held-out data."
-        )
-    return EventsPerVariable(events, non_events, n_features, epv, warning)
 
 
 # --------------------------------------------------------------------------- entry point

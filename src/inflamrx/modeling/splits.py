@@ -1,4 +1,5 @@
-"""The cohort a model is fitted on, the one train/test split, and cross-validation folds.
+"""The cohort a model is fitted on, the one train/test split (holdout and site strategies; the
+resample strategy fits on every patient), and cross-validation folds.
 
 Split once, before anything is fitted; every cross-validation (train's estimate, each tuning
 trial, nested tuning) draws its folds from ``cv_folds``, so they all follow one rule.
@@ -80,7 +81,7 @@ def cv_folds(
     if groups is not None:
         n = min(n_folds, int(groups.nunique()))
         if n < 2:
-            return Folds([], 0, "cross-validation needs at least 2 groups (split.group_by)")
+            return Folds([], 0, "cross-validation needs at least 2 sites (split.site_column)")
         raw = GroupKFold(n_splits=n).split(positions, y, groups)
     else:
         n = min(n_folds, int(y.value_counts().min()) if y.nunique() == 2 else 0)
@@ -146,9 +147,15 @@ def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
     x = cohort[model_input_columns(list(cohort.columns), config.outcome)]
     group_col = config.split.group_by
     if group_col is not None and group_col not in cohort:
-        raise InputError(f"split.group_by is {group_col!r}, but the cohort has no such column")
+        raise InputError(
+            f"split.strategy is site with split.site_column {group_col!r}, but the cohort has "
+            "no such column"
+        )
     groups = cohort[group_col].fillna("unknown").astype(str) if group_col else None
-    train_idx, test_idx = split_once(y, groups, config.split)
+    if config.split.strategy == "resample":  # every patient is fitted on; no test set
+        train_idx, test_idx = np.arange(len(y)), np.arange(0)
+    else:
+        train_idx, test_idx = split_once(y, groups, config.split)
     return PreparedCohort(
         cohort=cohort,
         x=x,

@@ -47,9 +47,9 @@ REPORT_FILE = "report.html"
 TABLE_FILE = "shap_values.parquet"
 FIGURE_DIR = "figures"
 EVALUATION_IMAGES = {
-    PLOT_FILES["calibration"]: "Calibration (held-out test set)",
-    PLOT_FILES["decision_curve"]: "Decision curve (held-out test set)",
-    PLOT_FILES["roc"]: "ROC curve (held-out test set)",
+    PLOT_FILES["calibration"]: "Calibration (out-of-sample predictions)",
+    PLOT_FILES["decision_curve"]: "Decision curve (out-of-sample predictions)",
+    PLOT_FILES["roc"]: "ROC curve (out-of-sample predictions)",
 }
 TOP_FEATURES = 15  # bars and beeswarm rows: beyond ~15 a reader stops reading
 WATERFALL_FEATURES = 10
@@ -72,6 +72,8 @@ class ModelValidation:
 
     table: pd.DataFrame | None
     images: dict[str, bytes]
+    # How the figures were obtained (the run's `validation_method` tag).
+    method: str = "held-out test set; 95% CIs: percentile bootstrap over its patients"
 
 
 NO_VALIDATION = ModelValidation(None, {})
@@ -372,7 +374,7 @@ def _model_html(context: ReportContext, evaluation: ModelValidation, kind: str) 
             )
         )
     else:
-        parts.append(_p("Held-out test set, point estimates with 95% bootstrap CIs:"))
+        parts.append(_p(f"Validation: {evaluation.method}. Point estimates with 95% CIs:"))
         parts.append(_table(evaluation.table))
     curves = [
         _img(evaluation.images[name], caption, f"img-{name.split('.')[0]}")

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
-from inflamrx.modeling.evaluate import EventsPerVariable
 from inflamrx.modeling.metrics import Estimate, with_ci
+from inflamrx.modeling.samplesize import SampleSize
 
 BELOW_MINIMUM_TAG = "below_minimum"  # the reasons; absent when the version meets the minimum
-# Floors, not targets (events_per_variable warns from 10, evaluation notes from 100 test
-# events): fewer events than candidate predictors, or a test set with so few events that its
-# AUROC means little, and the model is not fit for use whatever it scores.
-MIN_EVENTS_PER_VARIABLE = 1.0
+# Floors, not targets (Riley et al.'s criteria warn far earlier, evaluation notes from 100
+# test events): fewer events than candidate parameters, or a validation with so few events
+# that its AUROC means little, and the model is not fit for use whatever it scores.
+MIN_EVENTS_PER_PARAMETER = 1.0
 MIN_TEST_EVENTS = 20
 
 
@@ -30,15 +30,16 @@ class VersionCard:
     auroc: Estimate
     validation: str  # how the AUROC was obtained, e.g. "held-out test set (n=150, 52 events)"
     validation_events: int  # events among the patients that produced the AUROC
-    epv: EventsPerVariable
+    sample_size: SampleSize  # Riley et al.'s criteria for the patients it was fitted on
 
     def shortfalls(self) -> list[str]:
         """Why the model fails a minimum (empty: it does not)."""
         found = []
-        if self.epv.epv < MIN_EVENTS_PER_VARIABLE:
+        size = self.sample_size
+        if size.epp < MIN_EVENTS_PER_PARAMETER:
             found.append(
-                f"sample size: fewer events than candidate predictors ({self.epv.events} "
-                f"events, {self.epv.n_features} predictors)"
+                f"sample size: fewer events than candidate parameters ({size.events} "
+                f"events, {size.parameters} parameters)"
             )
         if self.validation_events < MIN_TEST_EVENTS:
             found.append(

@@ -32,7 +32,7 @@ import numpy as np
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from inflamrx.config import Config
+from inflamrx.config import Config, for_tuning
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import (
@@ -133,6 +133,7 @@ def tune(
     """Search, estimate honestly with nested CV, refit the best, evaluate once, log, register."""
     options = options or TuneOptions()
     check_options(options)
+    config = for_tuning(config)
     say = progress or (lambda _msg: None)
     seen = on_trials or (lambda _counts: None)
     n_trials = options.trials or config.tuning.n_trials

@@ -31,7 +31,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from inflamrx.config import Config, ParamRange
+from inflamrx.config import Config, ParamRange, for_tuning
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import kind_of
 from inflamrx.tracking.faults import crash_point
@@ -219,24 +219,34 @@ def _space_dump(space: dict[str, ParamRange]) -> dict[str, Any]:
 def fingerprint(config: Config, digest: str) -> str:
     """What one trial computes: data, outcome, features, fixed model parameters, folds, space.
     A study made for another fingerprint is refused rather than silently mixed."""
+    config = for_tuning(config)
     tree = config.model_dump(mode="json")
     tuning = {k: v for k, v in tree["tuning"].items() if k not in _NEUTRAL_TUNING_KEYS}
     kind = config.model.kind
     spaces = {k: config.tuning.space_for(k) or kind_of(k).search_space for k in _RELEASE_0_1_KINDS}
     if kind in _RELEASE_0_1_KINDS:  # the default study name must not change with the shape
-        tree["model"] = _RELEASE_0_1_MODEL | tree["model"]
+        later = {"spline_knots": 0}  # keys added since, left out at their default
+        model = {k: v for k, v in tree["model"].items() if later.get(k, object()) != v}
+        tree["model"] = _RELEASE_0_1_MODEL | model
         del tuning["space"]
         tuning |= {f"{k}_space": _space_dump(s) for k, s in spaces.items()}
     else:
         tuning = {k: v for k, v in tuning.items() if not k.endswith("_space")}
         tuning["space"] = _space_dump(config.tuning.space or kind_of(kind).search_space)
+    # The split in release 0.1.0's shape (tune holds out a test set: holdout or site).
+    split = config.split
+    tree["split"] = {
+        "test_size": split.test_size, "group_by": split.group_by, "cv_folds": split.cv_folds,
+        "cv_repeats": split.cv_repeats, "seed": split.seed,
+    }  # fmt: skip
     keep = {k: tree[k] for k in ("outcome", "features", "model", "split")} | {"tuning": tuning}
     text = json.dumps(keep | {"data": digest}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_study_name(config: Config, digest: str) -> str:
-    return f"{config.tracking.experiment}-{config.model.kind}-{fingerprint(config, digest)[:8]}"
+    kind = for_tuning(config).model.kind
+    return f"{config.tracking.experiment}-{kind}-{fingerprint(config, digest)[:8]}"
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, fp: str, config: Config) -> Study:

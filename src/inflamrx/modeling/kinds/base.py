@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
+from scipy.special import expit, logit
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
@@ -66,6 +67,9 @@ class ModelKind(ABC, Generic[C]):
     has_interactions: ClassVar[bool] = False
     # The columns ``predict`` returns (serving's output schema follows them).
     outputs: ClassVar[tuple[str, ...]] = (PROBABILITY,)
+    # Settings of the kind as a `model.kind: auto` candidate, for cohorts of clinical-trial
+    # size (hundreds to a few thousand patients); explicit configs keep their own defaults.
+    small_sample: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def estimator(self, cfg: C) -> BaseEstimator:
@@ -85,6 +89,10 @@ class ModelKind(ABC, Generic[C]):
 
     def predict(self, estimator: Any, matrix: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({PROBABILITY: estimator.predict_proba(matrix)[:, 1]})
+
+    def n_parameters(self, estimator: Any, n_features: int) -> int:
+        """Candidate predictor parameters (sample size criteria): one per feature column."""
+        return n_features
 
     @abstractmethod
     def shap_values(self, estimator: Any, matrix: np.ndarray) -> ShapValues:
@@ -128,6 +136,9 @@ class FittedModel:
     pipeline: Pipeline
     input_columns: list[str]
     rounds_kept: int | None = None  # early stopping's choice, when the fit stopped early
+    # Logistic recalibration (intercept, slope) of the model's log-odds, estimated on
+    # out-of-sample predictions; None: the model's own probabilities.
+    recalibration: tuple[float, float] | None = None
 
     @property
     def features(self) -> Any:
@@ -145,6 +156,10 @@ class FittedModel:
     def feature_names(self) -> list[str]:
         return [str(n) for n in self.features.get_feature_names_out()]
 
+    @property
+    def n_parameters(self) -> int:
+        return self.kind.n_parameters(self.estimator, len(self.feature_names))
+
     def inputs(self, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         """The model's input columns of ``cohort`` (absent ones missing), and those absent."""
         absent = [c for c in self.input_columns if c not in cohort]
@@ -155,24 +170,43 @@ class FittedModel:
 
     def predict(self, x: pd.DataFrame, matrix: np.ndarray | None = None) -> pd.DataFrame:
         """One row per row of ``x``; ``matrix``: ``x`` already through the feature step."""
-        return self.kind.predict(self.estimator, self.transform(x) if matrix is None else matrix)
+        out = self.kind.predict(self.estimator, self.transform(x) if matrix is None else matrix)
+        if self.recalibration is not None:
+            a, b = self.recalibration
+            p = np.clip(out[PROBABILITY].to_numpy(dtype=float), 1e-12, 1 - 1e-12)
+            out[PROBABILITY] = expit(a + b * logit(p))
+        return out
 
     def probability(self, x: pd.DataFrame) -> np.ndarray:
         """The response probability (the model's headline column) per row of ``x``."""
         return self.predict(x)[PROBABILITY].to_numpy()
 
     def shap_values(self, matrix: np.ndarray) -> ShapValues:
-        return self.kind.shap_values(self.estimator, matrix)
+        found = self.kind.shap_values(self.estimator, matrix)
+        if self.recalibration is None:
+            return found
+        a, b = self.recalibration  # a linear map of the log-odds keeps SHAP's additivity
+        return ShapValues(found.values * b, a + b * found.base, a + b * found.margin)
 
     def interaction_values(self, matrix: np.ndarray) -> np.ndarray | None:
-        return self.kind.interaction_values(self.estimator, matrix)
+        found = self.kind.interaction_values(self.estimator, matrix)
+        if found is None or self.recalibration is None:
+            return found
+        return found * self.recalibration[1]
 
     def save(self, folder: Path) -> None:
         """``model.json`` (format, kind, input columns), the feature step and the model step."""
         folder.mkdir(parents=True, exist_ok=True)
         dump_trusted(self.features, folder / FEATURES_FILE)
         self.kind.save(self.estimator, folder)
-        about = {"format": FORMAT, "kind": self.kind.name, "input_columns": self.input_columns}
+        about: dict[str, Any] = {
+            "format": FORMAT,
+            "kind": self.kind.name,
+            "input_columns": self.input_columns,
+        }
+        if self.recalibration is not None:
+            a, b = self.recalibration
+            about["recalibration"] = {"intercept": a, "slope": b}
         (folder / MODEL_FILE).write_text(json.dumps(about, indent=2))
 
     @classmethod
@@ -182,7 +216,9 @@ class FittedModel:
         features = load_trusted(folder / FEATURES_FILE, verified)
         model = kind.load(folder, verified)
         pipeline = Pipeline([("features", features), ("model", model)])
-        return cls(kind, pipeline, [str(c) for c in about["input_columns"]])
+        recal = about.get("recalibration")  # absent in models saved before it existed
+        ab = (float(recal["intercept"]), float(recal["slope"])) if recal else None
+        return cls(kind, pipeline, [str(c) for c in about["input_columns"]], recalibration=ab)
 
 
 def fit_model(

@@ -28,6 +28,12 @@ class HistGBKind(ModelKind[HistGBConfig]):
         "l2_regularization": ParamRange(low=1e-3, high=50, log=True),
     }
 
+    # auto's candidate: shallow trees, strong shrinkage; no monotone constraint (see xgboost).
+    small_sample: ClassVar[dict[str, Any]] = {
+        "max_depth": 2, "learning_rate": 0.05, "max_iter": 150, "min_samples_leaf": 40,
+        "l2_regularization": 5.0,
+    }  # fmt: skip
+
     def estimator(self, cfg: HistGBConfig) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(
             max_iter=cfg.max_iter,

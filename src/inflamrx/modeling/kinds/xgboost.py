@@ -33,6 +33,14 @@ class XGBoostKind(ModelKind[XGBoostConfig]):
         "reg_alpha": ParamRange(low=1e-3, high=10, log=True),
     }
 
+    # auto's candidate: shallow trees, strong shrinkage (slow learning rate, L2, larger
+    # leaves). No monotone constraint: CRP's direction holds on the anti-inflammatory drug but
+    # reverses on placebo (Raison 2013), and a cohort may hold either arm.
+    small_sample: ClassVar[dict[str, Any]] = {
+        "max_depth": 2, "learning_rate": 0.03, "n_estimators": 250, "min_child_weight": 10.0,
+        "reg_lambda": 5.0, "subsample": 0.8, "colsample_bytree": 0.8,
+    }  # fmt: skip
+
     def estimator(self, cfg: XGBoostConfig) -> XGBClassifier:
         return XGBClassifier(
             n_estimators=cfg.n_estimators,
