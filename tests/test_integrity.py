@@ -43,8 +43,8 @@ from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import TrainResult, train
 from inflamrx.modeling.safe_io import UntrustedArtifactError, load_trusted
-from inflamrx.serving.deploy import export, serve_command
-from inflamrx.serving.integrity import MANIFEST_FILE, MANIFEST_TAG, file_manifest
+from inflamrx.serving.deploy import export, resolve_model
+from inflamrx.serving.integrity import MANIFEST_FILE, MANIFEST_TAG, file_manifest, serving_env
 
 pytestmark = pytest.mark.slow
 
@@ -309,12 +309,13 @@ def test_the_manifest_is_recorded_in_the_registry_and_the_exported_folder(
 def test_serve_runs_a_verified_copy_with_pickle_off_and_writes_nothing_into_the_model(
     trained: TrainResult, exported: Path, patients: Path, tmp_path: Path
 ) -> None:
-    command, env = serve_command(str(exported), "127.0.0.1", 5000)
-    served = Path(command[command.index("serve") + 2])  # mlflow models serve -m FOLDER
+    # What `inflamrx serve` hands its workers: a checked copy, pickle off, no bytecode.
+    served = resolve_model(str(exported), tmp_path / "copy")
     assert served != exported and file_manifest(served) == file_manifest(exported)
+    env = serving_env(served)
     assert env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
-    shutil.rmtree(served.parent)
+    shutil.rmtree(served)
     before = file_manifest(exported)
     code, output = _predict(f"models:/{NAME}/{trained.registered_version}", patients, tmp_path / "p.csv")  # fmt: skip
     assert code == 0, output
