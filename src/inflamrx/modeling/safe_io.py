@@ -22,6 +22,7 @@ TRUSTED_TYPES = frozenset(
         "inflamrx.modeling.features.ClinicalFeatures",
         "inflamrx.features.ClinicalFeatures",  # the module path of release 0.1.0
         "numpy.dtype",  # LogisticRegression's classes_ dtype
+        "inflamrx.modeling.kinds.logistic.MarkerSplines",  # smooth terms for log markers
         # the benefit learners (their XGBoost parts are saved apart, as UBJ)
         "inflamrx.modeling.benefit.learners.InteractionBenefit",
         "inflamrx.modeling.benefit.learners.RiskBenefit",
