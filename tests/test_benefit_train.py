@@ -118,6 +118,19 @@ def test_predict_writes_both_arms_the_benefit_and_the_recommendation(
     assert ((written["predicted_benefit"] > 0.05) == written["recommend_treatment"]).all()
 
 
+def test_explain_refuses_a_benefit_model_with_where_its_factors_are(
+    trained: dict[str, Any], workspace: Path
+) -> None:
+    done = CliRunner().invoke(
+        app,
+        ["explain", "--model", trained["model_uri"], "--data", str(workspace / "new.csv"),
+         "--out", str(workspace / "explained")],
+    )  # fmt: skip
+    assert done.exit_code == 2, done.output  # before: KeyError traceback
+    assert "benefit model" in done.output and "top_factors" in done.output
+    assert "Traceback" not in done.output
+
+
 @pytest.fixture(scope="module")
 def server(trained: dict[str, Any], workspace: Path) -> Iterator[str]:
     folder = export(trained["model_uri"], workspace / "exported")

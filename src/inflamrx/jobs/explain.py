@@ -20,6 +20,7 @@ from inflamrx.data.validate import ValidationResult
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE, log_report
 from inflamrx.modeling.explanations import Explanation, explain_rows
+from inflamrx.modeling.kinds.base import PROBABILITY
 from inflamrx.modeling.splits import data_digest
 from inflamrx.reporting.html import (
     EVALUATION_IMAGES,
@@ -53,6 +54,14 @@ def explain(
     ``predict`` does and explain the accepted rows. Unknown ``patients`` ids are an InputError
     (the CLI exits 2)."""
     loaded = load_model(model_uri)
+    if loaded.model.kind.outputs != (PROBABILITY,):
+        # A benefit model's SHAP values explain a difference between arms, which this report
+        # (one probability, its waterfalls and dependence plots) would mislabel.
+        raise InputError(
+            f"{model_uri!r} is a benefit model: `inflamrx explain` explains response models only. "
+            "Its benefit factors are in `inflamrx predict` and served answers (top_factors), and "
+            "its benefit report (waterfalls included) is in the training run under benefit/"
+        )
     validated = validate_input(data)
     accepted = validated.accepted
     if accepted.empty:
