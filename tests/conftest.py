@@ -220,3 +220,19 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@contextmanager
+def mlflow_served(folder: Path, log: Path) -> Iterator[str]:
+    """An exported model folder served by plain `mlflow models serve`, started as a user
+    starts it; yields the /invocations URL and stops the server after."""
+    port = free_port()
+    command = [
+        str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(folder),
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    proc, url = start_server(command, port, log)
+    try:
+        yield url + "/invocations"
+    finally:
+        stop_server(proc)

@@ -15,7 +15,7 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from conftest import BIN, free_port, start_server, stop_server, tracking_in
+from conftest import mlflow_served, tracking_in
 from inflamrx.cli import app
 from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
@@ -134,16 +134,8 @@ def test_explain_refuses_a_benefit_model_with_where_its_factors_are(
 @pytest.fixture(scope="module")
 def server(trained: dict[str, Any], workspace: Path) -> Iterator[str]:
     folder = export(trained["model_uri"], workspace / "exported")
-    port = free_port()
-    command = [
-        str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(folder),
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    proc, url = start_server(command, port, workspace / "server.log")
-    try:
-        yield url + "/invocations"
-    finally:
-        stop_server(proc)
+    with mlflow_served(folder, workspace / "server.log") as url:
+        yield url
 
 
 def test_a_served_request_returns_both_arms_the_benefit_and_its_factors(

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from conftest import (
     BIN,
     free_port,
+    mlflow_served,
     quick_training,
     start_server,
     stop_server,
@@ -67,16 +68,8 @@ def exported(trained: TrainResult, workspace: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(exported: Path, workspace: Path) -> Iterator[str]:
-    port = free_port()
-    command = [
-        str(Path(BIN) / "mlflow"), "models", "serve", "-m", str(exported),
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    proc, url = start_server(command, port, workspace / "server.log")
-    try:
-        yield url + "/invocations"
-    finally:
-        stop_server(proc)
+    with mlflow_served(exported, workspace / "server.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
