@@ -29,6 +29,7 @@ from inflamrx.modeling.metrics import Estimate, with_ci
 from inflamrx.modeling.samplesize import riley_criteria
 from inflamrx.reporting import figures
 from inflamrx.tracking.registry import BELOW_MINIMUM_TAG, VersionCard
+from inflamrx.tracking.store import use_store
 
 CLI = str(Path(sys.executable).parent / "inflamrx")
 QUICK = [
@@ -372,3 +373,20 @@ def test_report_uses_the_outcomes_words(tmp_path: Path) -> None:
     shown = label.replace(">", "&gt;")  # as html.escape writes it
     assert f"predicted {shown}" in page and f"Predicted probability of {shown}" in page
     assert "respon" not in page.lower()  # main: "what drives predicted response"
+
+
+def test_pointing_mlflow_at_the_store_leaves_no_registry_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry URI set globally by one command (predict, explain, export...) made a later
+    client of another store read the first store's registry (seen: tests and API users got
+    another run's model version)."""
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first)
+    try:
+        assert use_store() == first
+        mlflow.MlflowClient(second).create_registered_model("only-in-second")
+        names = {m.name for m in mlflow.MlflowClient(first).search_registered_models()}
+        assert "only-in-second" not in names
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # back to the environment's

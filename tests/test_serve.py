@@ -350,7 +350,7 @@ def _busy_port() -> tuple[socket.socket, int]:
     [
         ("busy port", ["cannot listen on 127.0.0.1:", "choose another with --port"]),
         ("port 70000", ["--port must be between 1 and 65535. Got 70000."]),
-        ("unknown model", ["cannot serve the model 'models:/no-such-model/1'"]),
+        ("unknown model", ["cannot find the model 'models:/no-such-model/1'"]),
         ("no workers", ["--workers must be at least 1. Got 0."]),
     ],
 )

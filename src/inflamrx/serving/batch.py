@@ -19,7 +19,7 @@ from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.benefit import RECOMMEND, RECOMMENDATION, benefit_frame
 from inflamrx.serving.integrity import pickles_refused, verified_config, verify_model
 from inflamrx.serving.pyfunc import ResponseModel, decide
-from inflamrx.tracking.store import tracking_uri
+from inflamrx.tracking.store import use_store
 
 # What the Python API scores: a table in memory, a file, or a full data config (mapping, units).
 CohortInput: TypeAlias = DataConfig | pd.DataFrame | str | os.PathLike[str]
@@ -61,8 +61,7 @@ def load_model(model_uri: str) -> LoadedModel:
     manifest recorded when it was logged (``integrity.verify_model``) before MLflow imports any
     of it; the copy is loaded as the serving pyfunc (``ResponseModel``) with MLflow's pickle
     deserialisation off, and every skops artifact is checked against the trusted types."""
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    use_store()
     with tempfile.TemporaryDirectory() as tmp:
         folder = str(verify_model(model_uri, Path(tmp)))
         try:

@@ -14,18 +14,11 @@ from inflamrx.errors import InputError
 from inflamrx.serving.address import check_serve_options, default_workers
 from inflamrx.serving.integrity import serving_env, verify_model
 from inflamrx.tracking.registry import below_minimum
-from inflamrx.tracking.store import tracking_uri
+from inflamrx.tracking.store import use_store
 
 # The variable MLflow's own scoring app reads its model path from (scoring_server's
 # _SERVER_MODEL_PATH), spelled out so that importing this module stays light.
 MODEL_PATH_ENV = "__pyfunc_model_path__"
-
-
-def _use_tracking() -> str:
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri
 
 
 def export(model_uri: str, out: Path) -> Path:
@@ -97,7 +90,7 @@ def promote(
     """Point ``alias`` at the model version registered from ``run_id``; return (name, version,
     why it is below the minimum or None). A version marked below the minimum is refused unless
     ``force``."""
-    client = mlflow.MlflowClient(_use_tracking())
+    client = mlflow.MlflowClient(use_store())
     query = f"run_id = '{run_id}'"
     try:
         found = client.search_model_versions(query)

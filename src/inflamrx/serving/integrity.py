@@ -34,7 +34,7 @@ import mlflow
 import yaml
 
 from inflamrx.errors import InputError
-from inflamrx.tracking.store import tracking_uri
+from inflamrx.tracking.store import use_store
 
 MANIFEST_TAG = "inflamrx.manifest"
 MANIFEST_FILE = "inflamrx-manifest.json"
@@ -83,8 +83,7 @@ def _decode(text: str, where: str) -> dict[str, str]:
 
 
 def _client() -> mlflow.MlflowClient:
-    uri = tracking_uri()
-    return mlflow.MlflowClient(uri, registry_uri=uri)
+    return mlflow.MlflowClient(use_store())
 
 
 def _local_folder(model_uri: str) -> Path | None:
@@ -199,7 +198,7 @@ def verify_model(model_uri: str, dest: Path) -> Path:
     """Copy the model behind ``model_uri`` into ``dest`` and check the copy against its
     recorded manifest; return the copy's folder (holding ``MANIFEST_FILE``), the only thing to
     load or serve. Nothing of the model is imported here."""
-    mlflow.set_tracking_uri(tracking_uri())
+    use_store()
     expected, files_uri = _recorded(model_uri)
     if expected is None:
         raise _no_manifest(model_uri)
@@ -234,7 +233,7 @@ def record_manifest(model_uri: str, model_id: str, registered: tuple[str, str] |
 def trust_model(model_uri: str) -> str:
     """Record a manifest for a model that has none (0.1.0), after the structural check; return
     where it was recorded. A model that already has one is never re-hashed."""
-    mlflow.set_tracking_uri(tracking_uri())
+    use_store()
     if _recorded(model_uri)[0] is not None:
         raise IntegrityError(f"the model {model_uri!r} already has an integrity manifest")
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,11 +6,10 @@ command line asks here first, and imports scikit-learn, XGBoost and the contract
 
 from __future__ import annotations
 
-import mlflow
 from mlflow.models import Model
 
 from inflamrx.errors import InputError
-from inflamrx.tracking.store import tracking_uri
+from inflamrx.tracking.store import use_store
 
 
 def model_info(model_uri: str) -> Model:
@@ -18,8 +17,7 @@ def model_info(model_uri: str) -> Model:
 
     The MLmodel file itself: get_model_info would also look the model up in the tracking
     store, which an exported folder on another machine is not in."""
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    use_store()
     try:
         return Model.load(model_uri)
     except Exception as err:  # an unknown URI, a missing run or version, no MLmodel file

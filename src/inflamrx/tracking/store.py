@@ -30,11 +30,18 @@ def store_folder() -> Path | None:
     return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
 
 
-def use_experiment(name: str) -> str:
-    """Point MLflow at the store and the named experiment; return its id."""
+def use_store() -> str:
+    """Point MLflow at the project's store; return its URI. The model registry follows it
+    (MLflow's default; MLFLOW_REGISTRY_URI still overrides): a registry URI set globally here
+    would stay behind and make a later client of another store read this one's registry."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def use_experiment(name: str) -> str:
+    """Point MLflow at the store and the named experiment; return its id."""
+    use_store()
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
