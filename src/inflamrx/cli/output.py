@@ -14,8 +14,9 @@ from rich.text import Text
 
 from inflamrx.errors import InputError
 
-out = Console()
-err = Console(stderr=True)
+# Progress lines carry a time, not the source line that printed them (of no use to a reader).
+out = Console(log_path=False)
+err = Console(stderr=True, log_path=False)
 
 
 def write_table(frame: Any, path: Path) -> None:
