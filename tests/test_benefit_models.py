@@ -3,6 +3,7 @@ and survives save/load without pickle."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ from scipy.stats import spearmanr
 from inflamrx.config import build_config
 from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
+from inflamrx.errors import InputError
 from inflamrx.modeling.benefit.learners import LEARNERS, LOG_ODDS_RATIO, SIMPLEST_FIRST
 from inflamrx.modeling.explanations import contributions
 from inflamrx.modeling.features import model_input_columns
 from inflamrx.modeling.kinds.base import FittedModel
 from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED, fit_benefit, scale_of
+from inflamrx.modeling.kinds.logistic import RCS_QUANTILES, MarkerSplines
 from inflamrx.modeling.safe_io import UntrustedArtifactError
 
 pytestmark = pytest.mark.slow  # fits five learners on 1,600 patients
@@ -153,3 +156,34 @@ def test_histgb_meta_learner_round_trips(
         FittedModel.load(tmp_path)
     loaded = FittedModel.load(tmp_path, verified=True)
     pd.testing.assert_frame_equal(loaded.predict(x.iloc[:50]), model.predict(x.iloc[:50]))
+
+
+def test_the_interaction_model_splines_log_crp_with_the_logistic_kinds_rcs(
+    fitted: dict[str, FittedModel], trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]
+) -> None:
+    model = fitted["interaction"]
+    learner, names = model.estimator, model.feature_names
+    splines = learner.models_["splines"]
+    assert type(splines) is MarkerSplines  # one spline implementation, trusted by exact name
+    assert learner.spline_column_ == names.index("CRP (mg/L, log)")
+    imputed = learner.models_["impute"].transform(model.transform(trial[0]))
+    crp = imputed[:, learner.spline_column_]
+    np.testing.assert_allclose(splines.knots_[0], np.quantile(crp, RCS_QUANTILES[4]))
+    # Linear beyond the outer knots: the log OR has a constant slope in log CRP there.
+    far = np.quantile(crp, 0.99) + np.array([0.5, 1.0, 1.5])
+    rows = np.repeat(imputed[:1], 3, axis=0)
+    rows[:, learner.spline_column_] = far
+    m1, m0 = learner._margins(rows)
+    assert np.diff(np.diff(m1 - m0)) == pytest.approx([0.0], abs=1e-9)
+
+
+def test_an_interaction_model_saved_with_the_former_b_spline_term_is_refused(
+    fitted: dict[str, FittedModel], tmp_path: Path
+) -> None:
+    old = copy.deepcopy(fitted["interaction"])
+    # What a development build saved: uniform B-spline knots and no MarkerSplines.
+    old.estimator.spline_knots_ = np.linspace(-2.0, 3.0, 4)[:, None]
+    del old.estimator.models_["splines"]
+    old.save(tmp_path)
+    with pytest.raises(InputError, match=r"B-spline.*Retrain it with `inflamrx train`"):
+        FittedModel.load(tmp_path)

@@ -7,7 +7,8 @@ patient both arms' probabilities. The learners (PATH statement, Kent et al. 2020
 Kuenzel et al. 2019 and Kennedy 2023):
 
 - ``interaction`` (effect modelling): L2-penalised logistic regression on all features plus the
-  arm and arm x prespecified modifiers (CRP as a cubic spline of log CRP, IL-6 linear in log),
+  arm and arm x prespecified modifiers (CRP as a restricted cubic spline of log CRP: the
+  logistic kind's ``MarkerSplines``, 4 knots at Harrell's quantiles; IL-6 linear in log),
   arm coded -1/2, +1/2 so the penalty treats both arms alike. Median imputation.
 - ``risk`` (risk modelling): a penalised logistic baseline-risk model fitted blind to the arm,
   then the arm x linear-predictor interaction (weakly penalised, so tiny trials do not diverge).
@@ -35,13 +36,14 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import SplineTransformer, StandardScaler
+from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
 
 from inflamrx.config import MODEL_CONFIGS, HistGBConfig, XGBoostConfig
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds._trees import tree_shap
 from inflamrx.modeling.kinds.base import ShapValues, kind_of
+from inflamrx.modeling.kinds.logistic import MarkerSplines
 
 LOG_ODDS_RATIO = "log odds ratio"
 RISK_DIFFERENCE = "risk difference"
@@ -140,41 +142,37 @@ class InteractionBenefit(BenefitLearner):
         self.spline_column_ = -1 if spline_at is None else spline_at
         imputed = imputer.transform(x)
         if spline_at is not None:
-            values = imputed[:, [spline_at]]
-            # Uniform knots (SplineTransformer's default), kept as numbers: its fitted B-splines
-            # are scipy objects, which the trusted-type list does not load.
-            n_knots = min(self.n_knots, max(2, len(np.unique(values)) - 1))
-            self.spline_knots_ = np.linspace(values.min(), values.max(), n_knots)[:, None]
-            basis = self._spline_basis(values)
-            self.models_["spline_scale"] = StandardScaler().fit(basis)
+            # The logistic kind's restricted cubic spline (knots at Harrell's quantiles).
+            self.models_["splines"] = MarkerSplines(self.n_knots, (spline_at,)).fit(imputed)
+            self.models_["spline_scale"] = StandardScaler().fit(self._spline_basis(imputed))
         design = self._design(imputed, np.asarray(t, dtype=float) - 0.5)
         model = LogisticRegression(C=self.C, max_iter=5000, random_state=self.seed)
         self.models_["logistic"] = model.fit(design, y)
 
-    def _spline_basis(self, values: np.ndarray) -> np.ndarray:
-        spline = SplineTransformer(
-            knots=self.spline_knots_, degree=3, extrapolation="linear", include_bias=False
-        )
-        return np.asarray(spline.fit(self.spline_knots_).transform(values))
+    def _spline_basis(self, imputed: np.ndarray) -> np.ndarray:
+        """The spline column's terms: log CRP itself, then its nonlinear spline terms."""
+        splines = self.models_["splines"]
+        return np.asarray(splines.transform(imputed)[:, splines.source_ == self.spline_column_])
 
     def _terms(self, imputed: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(standardised features, modifier terms (mean 0 in training), owner column per term)."""
         z = self.models_["scale"].transform(imputed)
         terms, owners = [], []
         if self.spline_column_ >= 0:
-            basis = self._spline_basis(imputed[:, [self.spline_column_]])
-            basis = self.models_["spline_scale"].transform(basis)
+            basis = self.models_["spline_scale"].transform(self._spline_basis(imputed))
             terms.append(basis)
             owners += [self.spline_column_] * basis.shape[1]
-        linear = [c for c in self.modifier_columns_ if c != self.spline_column_]
+        linear = self._linear()
         terms.append(z[:, linear])
         owners += linear
-        return z, np.hstack(terms) if terms else np.zeros((len(z), 0)), owners
+        return z, np.hstack(terms), owners
 
     def _design(self, imputed: np.ndarray, arm: np.ndarray) -> np.ndarray:
         z, terms, _owners = self._terms(imputed)
-        spline_main = terms[:, : terms.shape[1] - len(self._linear())]
-        return np.hstack([z, spline_main, arm[:, None], arm[:, None] * terms])
+        # Main effects: every feature linear (z) plus the spline's nonlinear terms (the
+        # spline's first term is log CRP itself, already in z); the arm interacts with all.
+        n_spline = terms.shape[1] - len(self._linear())
+        return np.hstack([z, terms[:, 1:n_spline], arm[:, None], arm[:, None] * terms])
 
     def _linear(self) -> list[int]:
         return [c for c in self.modifier_columns_ if c != self.spline_column_]

@@ -74,6 +74,13 @@ class BenefitKind(ModelKind[Config]):
 
     def load(self, folder: Path, verified: bool = False) -> BenefitLearner:
         estimator: BenefitLearner = load_trusted(folder / "estimator.skops", verified)
+        if isinstance(estimator, InteractionBenefit) and hasattr(estimator, "spline_knots_"):
+            # Its coefficients belong to a B-spline CRP basis this release no longer computes.
+            raise InputError(
+                "this interaction benefit model was saved by a development build whose CRP "
+                "term was a B-spline; its coefficients do not fit the restricted cubic spline "
+                "used now. Retrain it with `inflamrx train` on its data and config"
+            )
         parts = json.loads((folder / PARTS_FILE).read_text())["xgboost_parts"]
         for key, class_name in parts.items():
             part = _XGB[class_name]()
