@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 from scipy.stats import spearmanr
+from sklearn.model_selection import StratifiedKFold
 
 from inflamrx.config import build_config
 from inflamrx.data.simulate import simulate_cohort
@@ -187,3 +188,24 @@ def test_an_interaction_model_saved_with_the_former_b_spline_term_is_refused(
     old.save(tmp_path)
     with pytest.raises(InputError, match=r"B-spline.*Retrain it with `inflamrx train`"):
         FittedModel.load(tmp_path)
+
+
+def test_the_x_learner_imputes_each_effect_from_models_fitted_without_that_patient(
+    trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray],
+) -> None:
+    x, y, treated = trial[0].iloc[:500], trial[1].to_numpy()[:500], trial[2][:500]
+    model = fit_benefit(CONFIG, "x_learner", x, pd.Series(y), treated)
+    learner, matrix = model.estimator, model.transform(x)
+    imputed = learner.imputed_effects(matrix, y, treated)
+    folds = StratifiedKFold(learner.folds, shuffle=True, random_state=learner.seed)
+    for fit, scored in list(folds.split(matrix, 2 * treated + y))[:2]:
+        on, off = fit[treated[fit] == 1], fit[treated[fit] == 0]  # other folds only
+        p1 = learner._classifier(matrix[on], y[on], "treated").predict_proba(matrix[scored])[:, 1]
+        p0 = learner._classifier(matrix[off], y[off], "control").predict_proba(matrix[scored])
+        arm, outcome = treated[scored], y[scored]
+        expected = np.where(arm == 1, outcome - p0[:, 1], p1 - outcome)
+        np.testing.assert_allclose(imputed[scored], expected, atol=1e-6)
+    # Not the arms' models fitted on every patient (the served outcome models).
+    one = learner.models_["treated"].predict_proba(matrix)[:, 1]
+    zero = learner.models_["control"].predict_proba(matrix)[:, 1]
+    assert np.abs(imputed - np.where(treated == 1, y - zero, one - y)).max() > 0.01

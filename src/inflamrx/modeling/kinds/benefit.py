@@ -24,7 +24,6 @@ from inflamrx.errors import InputError
 from inflamrx.modeling.benefit.learners import (
     LEARNERS,
     BenefitLearner,
-    DRLearnerBenefit,
     InteractionBenefit,
     RiskBenefit,
 )
@@ -132,11 +131,9 @@ def build_learner(learner: str, config: Config) -> BenefitLearner:
     if learner == "risk":
         return RiskBenefit(C=treatment.interaction_C, seed=seed)
     params = config.model.model_dump(exclude={"kind"})
-    if learner == "dr_learner":
-        return DRLearnerBenefit(
-            base=config.model.kind, params=params, folds=treatment.crossfit_folds, seed=seed
-        )
     cls: Any = LEARNERS[learner]
+    if learner in ("x_learner", "dr_learner"):  # cross-fitted outcome models
+        return cls(base=config.model.kind, params=params, folds=treatment.crossfit_folds, seed=seed)
     return cls(base=config.model.kind, params=params)
 
 
