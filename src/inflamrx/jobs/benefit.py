@@ -51,6 +51,7 @@ from inflamrx.reporting.benefit import (
     BenefitWaterfalls,
     benefit_figures,
     benefit_section,
+    scale_words,
 )
 from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.pyfunc import log_model
@@ -329,7 +330,7 @@ def _log_report(
     patients = patients.assign(**{BENEFIT: scored[BENEFIT].to_numpy()})
     # Waterfalls explain the final model (fitted on every patient) for the validated patients.
     explanation = explain_rows(fitted, scored_on.x, scored_on.cohort["patient_id"].astype(str))
-    scale = f"{scale_of(fitted)} (treated vs control)"
+    scale = scale_words(scale_of(fitted))
     section = benefit_section(
         validation, patients, label=label, waterfalls=BenefitWaterfalls(explanation, scale)
     )
