@@ -23,10 +23,13 @@ from typer.testing import CliRunner
 from conftest import tracking_in
 from inflamrx.cli import app
 from inflamrx.config import load_config
+from inflamrx.data.arms import requirement
 from inflamrx.data.simulate import simulate_cohort, write_cohort
-from inflamrx.jobs.tune.benefit import benefit_study_name, fingerprint_benefit
+from inflamrx.data.validate import validate_cohort
+from inflamrx.jobs.tune.benefit import benefit_cohort, benefit_study_name, fingerprint_benefit
 from inflamrx.jobs.tune.search import counted, retried
 from inflamrx.jobs.tune.storage import default_study_name, fingerprint
+from inflamrx.modeling.benefit.cohort import holdout_split, prepare_two_arm
 from inflamrx.tracking.faults import ENV
 
 pytestmark = pytest.mark.slow
@@ -99,6 +102,21 @@ def test_benefit_study_names_never_collide_with_single_arm_ones() -> None:
     assert benefit_study_name(cheaper, digest) == name
     one = load_config(None, {"treatment.column": "arm", "treatment.learner": "interaction"})
     assert benefit_study_name(one, digest) != name
+
+
+def test_with_a_holdout_the_search_never_sees_the_held_out_patients(workspace: Path) -> None:
+    sets = {k: v for k, v in SETS.items() if k.startswith("treatment")}
+    config = load_config(None, sets | {"data.path": str(workspace / "trial.csv")})
+    validated = validate_cohort(config.data, require=requirement(config.treatment))
+    assert len(benefit_cohort(validated, config).data.y) == 240  # cross-fitted: everyone
+    held = config.model_copy(update={"treatment": config.treatment.model_copy(
+        update={"validation": "holdout"})})  # fmt: skip
+    train_idx, _ = holdout_split(prepare_two_arm(validated, held), held)
+    searched = benefit_cohort(validated, held).data
+    assert len(searched.y) == len(train_idx) < 240
+    assert searched.cohort["patient_id"].tolist() == (
+        validated.accepted["patient_id"].iloc[train_idx].tolist()
+    )
 
 
 def test_search_only_then_the_same_command_resumes_estimates_and_registers_once(

@@ -43,6 +43,7 @@ from inflamrx.modeling.benefit.cohort import (
     TwoArmCohort,
     crossfit,
     folds_for,
+    holdout_split,
     prepare_two_arm,
     supported_learners,
 )
@@ -73,8 +74,13 @@ class BenefitCohort:
 
 
 def benefit_cohort(validated: ValidationResult, config: Config) -> BenefitCohort:
+    """The patients the search may see: all of them, or with ``treatment.validation:
+    holdout`` the training part only (the held-out ones wait for the one validation)."""
+    assert config.treatment is not None
     data = prepare_two_arm(validated, config)
     learners, notes = supported_learners(config, data)
+    if config.treatment.validation == "holdout":
+        data = data.subset(holdout_split(data, config)[0])
     return BenefitCohort(data, tuple(learners), tuple(notes))
 
 
