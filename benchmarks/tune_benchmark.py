@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def trials_per_minute(
     url = f"sqlite:///{folder / f'rate-{workers}.db'}"
     study = create_study(open_storage(url, 5), "rate", fingerprint(config, data.digest), config)
     start = time.perf_counter()
-    _search(study, url, data, config, n, None, workers, lambda _c: None)
+    _search(study, url, data, config, n, None, workers, datetime.now(), lambda _c: None)
     return n / (time.perf_counter() - start) * 60
 
 

@@ -217,7 +217,8 @@ def test_tune_chooses_among_benefit_models_by_c_for_benefit_not_auroc(
 ) -> None:
     args = ["tune", "--data", str(workspace / "trial.csv"), "--json", "--trials", "3",
             "--set", "treatment.column=arm", "--set", "treatment.min_per_arm_for_learners=150",
-            "--set", "report.enabled=false", *QUICK]  # fmt: skip
+            "--set", "report.enabled=false", "--set", "tuning.nested_folds=2",
+            "--set", "tuning.nested_trials=1", *QUICK]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -226,5 +227,8 @@ def test_tune_chooses_among_benefit_models_by_c_for_benefit_not_auroc(
     assert search["best_params"]["learner"] == summary["benefit_learner"]
     assert "test_auroc" not in summary and summary["c_for_benefit"] is not None
     assert any("optimistic" in w for w in summary["warnings"])
+    assert summary["study"].startswith("inflamrx-benefit-")  # the default study name
+    low, high = summary["nested_c_for_benefit_ci"]  # the honest estimate beside it
+    assert low <= summary["nested_c_for_benefit"] <= high
     tags = mlflow.get_run(summary["run_id"]).data.tags
     assert tags["job"] == "tune-benefit" and "best_params" in tags["benefit_tuning"]
