@@ -135,8 +135,8 @@ def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
         raise InputError(
             "this job fits single-arm response models, and the config has a treatment section "
             "(two arms): `inflamrx train` and `inflamrx tune` fit and tune the benefit model "
-            "(Python: inflamrx.jobs.benefit.train_benefit, "
-            "inflamrx.jobs.benefit_tune.tune_benefit). Remove the treatment section to model "
+            "(Python: inflamrx.train_benefit, inflamrx.tune_benefit). Remove the treatment "
+            "section to model "
             "one arm."
         )
     refuse_pooled(cohort)
