@@ -27,8 +27,7 @@ from inflamrx.config import Config, for_tuning, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.tune.job import TuneResult, calibrated_refit, tune
-from inflamrx.jobs.tune.search import with_params
-from inflamrx.jobs.tune.search import counted, retried, search_here
+from inflamrx.jobs.tune.search import counted, retried, search_here, with_params
 from inflamrx.jobs.tune.storage import (
     TuneOptions,
     check_options,
