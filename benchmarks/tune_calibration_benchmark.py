@@ -75,7 +75,7 @@ def main() -> None:
     config = for_tuning(load_config(None))
     rows = [one_run(config, s, g, args) for g in args.guards for s in args.seeds]
     table = pd.DataFrame(rows)
-    with pd.option_context("display.width", 200):
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.round(3).to_string(index=False))
         print(table.groupby("guard").mean(numeric_only=True).drop(columns="seed").round(3))
 
