@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import optuna
 import pandas as pd
 import pytest
 import requests
@@ -26,7 +27,7 @@ from inflamrx.cli import app
 from inflamrx.config import load_config
 from inflamrx.errors import InputError
 from inflamrx.jobs.explain import explain
-from inflamrx.jobs.tune.storage import default_study_name, fingerprint
+from inflamrx.jobs.tune.storage import default_study_name, fingerprint, scored_as_started
 from inflamrx.serving.batch import load_model
 from inflamrx.serving.integrity import trust_model
 
@@ -134,6 +135,28 @@ def test_default_study_names_of_0_1_0_are_kept() -> None:
         config = load_config(None, overrides)
         assert default_study_name(config, digest) == name, case
         assert fingerprint(config, digest) == fp, case
+
+
+def test_a_0_1_0_study_is_resumed_with_the_score_it_was_started_with() -> None:
+    """0.1.0 scored trials by AUROC alone; its studies (trials, no recorded guard) go on with
+    that score and say so, while a new study records today's calibration-guarded score. A guard
+    other than the default gets its own study (fingerprint), so a recorded guard always matches."""
+    config = load_config(None)
+    old = optuna.create_study(direction="maximize")
+    old.add_trial(optuna.trial.create_trial(value=0.7))  # as 0.1.0 left it: no guard recorded
+    resumed, warning = scored_as_started(old, config)
+    assert resumed.tuning.calibration_guard == 0.0
+    assert warning is not None and "AUROC alone" in warning and "--study" in warning
+
+    new = optuna.create_study(direction="maximize")
+    kept, warning = scored_as_started(new, config)
+    assert (kept, warning) == (config, None)
+    assert new.user_attrs["calibration_guard"] == 0.3
+    new.add_trial(optuna.trial.create_trial(value=0.7))
+    assert scored_as_started(new, config) == (config, None)
+
+    other = load_config(None, {"tuning.calibration_guard": 0.5})
+    assert fingerprint(other, "0123456789abcdef") != fingerprint(config, "0123456789abcdef")
 
 
 @pytest.mark.slow

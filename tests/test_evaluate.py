@@ -402,3 +402,16 @@ def test_evaluate_does_not_modify_inputs() -> None:
     evaluate_predictions(y, p, baseline_rule=RULE10, n_boot=10)
     pd.testing.assert_series_equal(y, pd.Series(Y10))
     pd.testing.assert_series_equal(p, pd.Series(P10))
+
+
+def test_calibration_slope_far_below_one_is_found_where_full_newton_steps_diverge() -> None:
+    # Log-odds 6x too extreme (an over-fitted model): Newton from slope 1 overshoots; the damped
+    # fallback still reaches the unpenalised logistic regression's coefficient.
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=400)
+    y = rng.binomial(1, expit(z))
+    p = expit(6 * z + rng.normal(scale=3, size=400))
+    _, slope = calibration_intercept_slope(y, p)
+    x = logit(np.clip(p, 1e-6, 1 - 1e-6))
+    reference = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[:, None], y)
+    assert slope == pytest.approx(reference.coef_[0, 0], rel=1e-5)

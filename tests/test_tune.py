@@ -26,8 +26,8 @@ from inflamrx.cli import app
 from inflamrx.config import Config, for_tuning, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
-from inflamrx.jobs.tune.job import TuneResult, tune
-from inflamrx.jobs.tune.search import counted, retried, search_here
+from inflamrx.jobs.tune.job import TuneResult, calibrated_refit, tune
+from inflamrx.jobs.tune.search import counted, retried, search_here, with_params
 from inflamrx.jobs.tune.storage import (
     TuneOptions,
     check_options,
@@ -36,7 +36,10 @@ from inflamrx.jobs.tune.storage import (
     fingerprint,
     open_storage,
 )
+from inflamrx.modeling.kinds.base import fit_model
+from inflamrx.modeling.metrics import calibration_intercept_slope
 from inflamrx.modeling.splits import PreparedCohort, prepare
+from inflamrx.modeling.validation import SLOPE_BAND
 
 pytestmark = pytest.mark.slow
 
@@ -257,6 +260,49 @@ def test_mlflow_parent_run_with_child_runs_and_no_patient_ids(
         default=str,
     )
     assert "SYN-" not in everything
+
+
+def test_the_refit_records_its_cv_calibration_and_any_recalibration(
+    tuned: tuple[TuneResult, str],
+) -> None:
+    result, uri = tuned
+    metrics = mlflow.MlflowClient(uri).get_run(result.train.run_id).data.metrics
+    slope = metrics["tuned_cv_calibration_slope"]
+    outside = not SLOPE_BAND[0] <= slope <= SLOPE_BAND[1]
+    assert ("recalibration_slope" in metrics) == outside
+    assert any("after recalibration" in w for w in result.train.warnings) == outside
+
+
+def test_an_overfitting_tuned_configuration_is_recalibrated_and_says_so(
+    prepared: tuple[Config, PreparedCohort],
+) -> None:
+    config, data = prepared
+    deep = with_params(
+        config,
+        {"max_depth": 2, "n_estimators": 60, "learning_rate": 0.05},
+    )
+    refit = calibrated_refit(deep, data)
+    assert refit.cv_slope < SLOPE_BAND[0]  # too extreme out of sample
+    assert refit.fitted.recalibration is not None
+    assert refit.fitted.recalibration[1] == pytest.approx(refit.cv_slope)
+    assert refit.note is not None and "after recalibration" in refit.note
+    # The recalibrated model's log-odds are the plain refit's, shrunk by the CV slope.
+    plain = fit_model(deep, data.x_train, data.y_train).probability(data.x_train)
+    y = data.y_train.to_numpy()
+    shrunk = refit.fitted.probability(data.x_train)
+    assert calibration_intercept_slope(y, shrunk)[1] > calibration_intercept_slope(y, plain)[1]
+
+
+def test_a_calibrated_tuned_configuration_is_refitted_as_it_is(
+    prepared: tuple[Config, PreparedCohort],
+) -> None:
+    config, data = prepared
+    plain = with_params(config, {"max_depth": 1, "n_estimators": 55, "learning_rate": 0.05})
+    refit = calibrated_refit(plain, data)
+    assert SLOPE_BAND[0] <= refit.cv_slope <= SLOPE_BAND[1], refit.cv_slope
+    assert refit.fitted.recalibration is None and refit.note is None
+    expected = fit_model(plain, data.x_train, data.y_train).probability(data.x)
+    assert (refit.fitted.probability(data.x) == expected).all()
 
 
 # --------------------------------------------------------------------------- processes

@@ -254,6 +254,9 @@ class TuningConfig(_Section):
     # Each running trial writes a heartbeat this often; one silent for 3 intervals (its process
     # was killed) is marked FAIL, so a resumed study neither loses nor repeats it.
     heartbeat_s: int = Field(5, ge=1)
+    # A trial's fold score: AUROC - calibration_guard x |ln(calibration slope)| (AUROC alone
+    # rewards settings that flatten predictions). A study keeps the guard it was started with.
+    calibration_guard: float = Field(0.3, ge=0)
     # The search space (parameter: range) for the config's model kind; None: the kind's own
     # default (SEARCH_SPACE in inflamrx.modeling.kinds.<kind>).
     space: dict[str, ParamRange] | None = None

@@ -271,10 +271,29 @@ def weighted_calibration(
     intercept = np.where(done & np.isfinite(a), a, np.nan)
 
     # Intercept and slope: the 2x2 Newton system is solved in closed form for all sets at once.
+    b, done = _calibration_slope(x, yf, w, max_iter, tol, damped=False)
+    if not done.all():  # e.g. far too extreme predictions: full Newton steps overshoot
+        again = ~done
+        b[again], done[again] = _calibration_slope(x, yf, w[again], max_iter, tol, damped=True)
+    slope = np.where(done & np.isfinite(b), b, np.nan)
+    return intercept, slope
+
+
+def _calibration_slope(
+    x: FloatArray, yf: FloatArray, w: FloatArray, max_iter: int, tol: float, damped: bool
+) -> tuple[FloatArray, np.ndarray]:
+    """Newton-Raphson for ``logit P(y=1) = a + b x`` per weight row, from (0, 1): the slope
+    and whether it converged. ``damped`` halves a step while it raises the deviance (a slope
+    far from 1, e.g. 0.16, makes the full steps diverge)."""
     a, b = np.zeros(len(w)), np.ones(len(w))
     done = np.zeros(len(w), dtype=bool)
+
+    def deviance(a: FloatArray, b: FloatArray) -> FloatArray:
+        eta = a[:, None] + b[:, None] * x
+        return (w * (np.logaddexp(0.0, eta) - yf * eta)).sum(axis=1)
+
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        for _ in range(max_iter):
+        for _ in range(max_iter if not damped else 4 * max_iter):
             mu = expit(a[:, None] + b[:, None] * x)
             r = w * (yf - mu)
             g0, g1 = r.sum(axis=1), r @ x
@@ -282,12 +301,19 @@ def weighted_calibration(
             h00, h01, h11 = v.sum(axis=1), v @ x, v @ (x * x)
             det = h00 * h11 - h01 * h01
             da, db = (h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det
+            converged = (np.abs(da) < tol) & (np.abs(db) < tol)  # by the full Newton step
+            if damped:
+                now = deviance(a, b)
+                for _ in range(40):
+                    worse = ~done & ~(deviance(a + da, b + db) <= now)
+                    if not worse.any():
+                        break
+                    da, db = np.where(worse, da / 2, da), np.where(worse, db / 2, db)
             a, b = a + np.where(done, 0.0, da), b + np.where(done, 0.0, db)
-            done |= (np.abs(da) < tol) & (np.abs(db) < tol)
+            done |= converged
             if done.all():
                 break
-    slope = np.where(done & np.isfinite(b), b, np.nan)
-    return intercept, slope
+    return b, done
 
 
 def calibration_intercept_slope(y: npt.ArrayLike, p: npt.ArrayLike) -> tuple[float, float]:

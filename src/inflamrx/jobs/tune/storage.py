@@ -31,7 +31,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from inflamrx.config import Config, ParamRange, for_tuning
+from inflamrx.config import Config, ParamRange, TuningConfig, for_tuning
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import kind_of
 from inflamrx.tracking.faults import crash_point
@@ -226,6 +226,8 @@ def fingerprint(config: Config, digest: str) -> str:
     spaces = {k: config.tuning.space_for(k) or kind_of(k).search_space for k in _RELEASE_0_1_KINDS}
     if kind in _RELEASE_0_1_KINDS:  # the default study name must not change with the shape
         later = {"spline_knots": 0}  # keys added since, left out at their default
+        if tuning.get("calibration_guard") == TuningConfig().calibration_guard:
+            del tuning["calibration_guard"]
         model = {k: v for k, v in tree["model"].items() if later.get(k, object()) != v}
         tree["model"] = _RELEASE_0_1_MODEL | model
         del tuning["space"]
@@ -242,6 +244,24 @@ def fingerprint(config: Config, digest: str) -> str:
     keep = {k: tree[k] for k in ("outcome", "features", "model", "split")} | {"tuning": tuning}
     text = json.dumps(keep | {"data": digest}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def scored_as_started(study: Study, config: Config) -> tuple[Config, str | None]:
+    """``config`` with the fold score ``study`` was started with, so its trials compare like
+    with like, and a warning when that is not the configured one. A study with trials and no
+    recorded guard was started by release 0.1.0, which scored by AUROC alone (guard 0); a
+    recorded guard always matches, since a guard other than the default is in the fingerprint."""
+    if "calibration_guard" in study.user_attrs:
+        return config, None
+    if not study.get_trials(deepcopy=False):
+        study.set_user_attr("calibration_guard", config.tuning.calibration_guard)
+        return config, None
+    tuning = config.tuning.model_copy(update={"calibration_guard": 0.0})
+    return config.model_copy(update={"tuning": tuning}), (
+        f"study {study.study_name!r} was started by inflamrx 0.1.0, which scored trials by "
+        "AUROC alone; it is resumed with that score so its trials compare like with like. "
+        "For the calibration-guarded score start a new study (--study NAME)."
+    )
 
 
 def default_study_name(config: Config, digest: str) -> str:
