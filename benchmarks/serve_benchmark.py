@@ -309,7 +309,9 @@ def _batch(served: Path, root: Path, before: str | None, rounds: int) -> None:
     if before is not None:
         a, b = (pd.read_parquet(root / f"batch-{v}-0.parquet") for v in ("before", "after"))
         same = a.equals(b)
-        print(f"  same probabilities, decisions and factor texts as before: {'yes' if same else 'NO'}")
+        print(
+            f"  same probabilities, decisions and factor texts as before: {'yes' if same else 'NO'}"
+        )
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -339,10 +341,13 @@ def _batch_worker(model_dir: str, root: str, out: str) -> None:
     figures["shap"], contrib = _timed(lambda: contributions(fitted, x, matrix))
     figures["formatting"] = _best(lambda: patient_factors(contrib, x, 3), repeat=2)
     figures["on"], answer = _timed(lambda: model.predict(cohort, params={"top_factors": 3}))
-    answer["top_factors"] = ["; ".join(str(f["text"]) for f in row) for row in answer["top_factors"]]
+    answer["top_factors"] = [
+        "; ".join(str(f["text"]) for f in row) for row in answer["top_factors"]
+    ]
     answer["warnings"] = ["; ".join(row) for row in answer["warnings"]]
     answer.to_parquet(Path(out).with_suffix(".parquet"))
     Path(out).with_suffix(".json").write_text(json.dumps(figures))
+
 
 if __name__ == "__main__":
     main()
