@@ -294,18 +294,23 @@ def _batch(served: Path, root: Path, before: str | None, rounds: int) -> None:
             command = [sys.executable, __file__, "--batch-worker", str(served), str(root), str(out)]
             subprocess.run(command, env=env, check=True)
             runs[name].append(json.loads(out.with_suffix(".json").read_text()))
-    best = {v: {k: min(run[k] for run in runs[v]) for k in runs[v][0]} for v in versions}
-    for figures in best.values():
-        figures["off_ratio"] = figures["raw_proba"] / figures["off"]
-        figures["shap_ratio"] = figures["shap"] / figures["raw_contribs"]
-    n = int(best["after"]["rows"])
+    for run in (run for found in runs.values() for run in found):
+        run["off_ratio"] = run["raw_proba"] / run["off"]  # within one process
+        run["shap_ratio"] = run["shap"] / run["raw_contribs"]
+
+    def cell(version: str, key: str, fmt: str) -> str:
+        if key.endswith("_ratio"):  # each process's own ratio
+            return "/".join(fmt.format(run[key]) for run in runs[version])
+        return fmt.format(min(run[key] for run in runs[version]))  # seconds: the best run
+
+    n = int(runs["after"][0]["rows"])
     print(
         f"batch scoring at {n} rows in-process, XGBoost model (seconds: best of {rounds} "
-        "process(es) per version, ratios within one process; the machine may be loaded)"
+        "process(es) per version; ratios: each process's own; the machine may be loaded)"
     )
-    print(f"  {'':38s}" + "".join(f"{v:>10s}" for v in versions))
+    print(f"  {'':38s}" + "".join(f"{v:>14s}" for v in versions))
     for key, label, fmt in BATCH_FIGURES:
-        print(f"  {label:38s}" + "".join(f"{fmt.format(best[v][key]):>10s}" for v in versions))
+        print(f"  {label:38s}" + "".join(f"{cell(v, key, fmt):>14s}" for v in versions))
     if before is not None:
         a, b = (pd.read_parquet(root / f"batch-{v}-0.parquet") for v in ("before", "after"))
         same = a.equals(b)
