@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100000]
      .venv/bin/python benchmarks/serve_benchmark.py --only concurrency [--clients 8]
+     .venv/bin/python benchmarks/serve_benchmark.py --only batch [--before ../main/src]
 
 1. Single-record latency (p50 / p99, sequential requests from one client) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
@@ -11,12 +12,20 @@ Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100
 2. Concurrency: --clients clients sending single records at once (half with factors) to
    `inflamrx serve --workers 1` and `--workers N` (N: the machine's cores): throughput, p50,
    p99 and errors.
-3. Batch throughput at --rows rows through the pyfunc's predict in-process (validation,
-   features, model; with and without factors) against raw XGBoost ``predict_proba`` on the
-   already transformed matrix (aim: at least 1/3 of raw).
+3. Batch scoring of --rows rows in-process (issue 14), three figures:
+   - factors off: the pyfunc's predict (validation, features, model) against raw XGBoost
+     ``predict_proba`` on the already transformed matrix (aim: at least 1/3 of raw);
+   - SHAP: the explanation step (``contributions``, from the transformed matrix) against raw
+     XGBoost ``pred_contribs`` on the same matrix (aim: at most 1.5x);
+   - the factor formatting (``patient_factors``, 3 per row) in seconds, beside it;
+   and the whole predict with 3 factors. ``--before SRC`` (a checkout's ``src`` folder, e.g. of
+   main) measures that code too, in alternating processes on the same model and rows, prints
+   both side by side and says whether both gave the same probabilities and factor texts.
+   Run: .venv/bin/python benchmarks/serve_benchmark.py --only batch --before ../main/src
 
-The model is trained with configs/default.yaml on a SYNTHETIC cohort; tracking goes to a
-temporary SQLite store. Servers run one at a time on 127.0.0.1.
+The model is trained with configs/default.yaml and ``model.kind: xgboost`` (``auto`` may
+choose a logistic model; the batch aims are about XGBoost) on a SYNTHETIC cohort; tracking
+goes to a temporary SQLite store. Servers run one at a time on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -38,14 +47,19 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import requests
+import xgboost
 from mlflow.types.schema import AnyType
 
+import inflamrx
 from inflamrx.config import load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.jobs.train import train
+from inflamrx.modeling.explanations import contributions
+from inflamrx.modeling.factors import patient_factors
 from inflamrx.serving.deploy import default_workers, export
 from inflamrx.serving.pyfunc import input_schema, signature
 
@@ -169,7 +183,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--only", choices=["latency", "concurrency", "batch"], default=None)
+    parser.add_argument("--before", default=None, help="a src folder to measure beside (batch)")
+    parser.add_argument("--rounds", type=int, default=1, help="batch processes per version")
+    parser.add_argument("--batch-worker", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.batch_worker:
+        _batch_worker(*args.batch_worker)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'bench.db'}"
@@ -179,7 +199,7 @@ def main() -> None:
             # Cross-validation and bootstrap do not change the served model: kept short.
             {"data.path": str(root / "synthetic.csv"), "report.enabled": False,
              "split.cv_repeats": 1, "evaluation.n_bootstrap": 100,
-             "tracking.experiment": "serve-bench"},
+             "tracking.experiment": "serve-bench", "model.kind": "xgboost"},
         )  # fmt: skip
         result = train(config)
         served = export(result.model_uri, root / "model")
@@ -240,20 +260,98 @@ def main() -> None:
                 )
         if args.only not in (None, "batch"):
             return
+        cohort.to_parquet(root / "cohort.parquet")
+        _batch(served, root, args.before, args.rounds)
 
-        model = mlflow.pyfunc.load_model(str(served))
-        pipeline = model.unwrap_python_model().model.pipeline
-        features, booster = pipeline.named_steps["features"], pipeline.named_steps["model"]
-        x = cohort.reindex(columns=list(features.feature_names_in_))
-        matrix = features.transform(x)
-        raw = _best(lambda: booster.predict_proba(matrix))
-        off = _best(lambda: model.predict(cohort, params={"top_factors": 0}), repeat=2)
-        on = _best(lambda: model.predict(cohort), repeat=1)
-        n = len(cohort)
-        print(f"batch throughput at {n} rows (rows/s; best of runs)")
-        print(f"  raw XGBoost predict_proba on the transformed matrix  {n / raw:12,.0f}")
-        print(f"  pyfunc predict, factors off  {n / off:12,.0f}  ({raw / off:.3f} of raw)")
-        print(f"  pyfunc predict, 3 factors    {n / on:12,.0f}  ({raw / on:.3f} of raw)")
+
+# --- 3. batch: one process per code version, the same model and rows -------------------------
+
+BATCH_FIGURES = (
+    # key, label, format
+    ("raw_proba", "raw XGBoost predict_proba (s)", "{:.3f}"),
+    ("off", "pyfunc predict, factors off (s)", "{:.3f}"),
+    ("off_ratio", "  raw / pyfunc (aim >= 0.333)", "{:.3f}"),
+    ("raw_contribs", "raw XGBoost pred_contribs (s)", "{:.3f}"),
+    ("shap", "SHAP step, contributions() (s)", "{:.3f}"),
+    ("shap_ratio", "  SHAP / pred_contribs (aim <= 1.5)", "{:.3f}"),
+    ("formatting", "factor formatting, 3 per row (s)", "{:.3f}"),
+    ("on", "pyfunc predict, 3 factors (s)", "{:.3f}"),
+)
+
+
+def _batch(served: Path, root: Path, before: str | None, rounds: int) -> None:
+    """Run ``_batch_worker`` for this code (and ``before``'s) in alternating processes."""
+    versions = {"after": None} if before is None else {"before": before, "after": None}
+    order = list(versions)
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in versions}
+    for r in range(rounds):  # ABBA...: drift of the machine's load hits both alike
+        for name in order if r % 2 == 0 else order[::-1]:
+            out = root / f"batch-{name}-{r}"
+            env = dict(os.environ)
+            if versions[name]:
+                src = str(Path(versions[name]).resolve())  # type: ignore[arg-type]
+                env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+            command = [sys.executable, __file__, "--batch-worker", str(served), str(root), str(out)]
+            subprocess.run(command, env=env, check=True)
+            runs[name].append(json.loads(out.with_suffix(".json").read_text()))
+    for run in (run for found in runs.values() for run in found):
+        run["off_ratio"] = run["raw_proba"] / run["off"]  # within one process
+        run["shap_ratio"] = run["shap"] / run["raw_contribs"]
+
+    def cell(version: str, key: str, fmt: str) -> str:
+        if key.endswith("_ratio"):  # each process's own ratio
+            return "/".join(fmt.format(run[key]) for run in runs[version])
+        return fmt.format(min(run[key] for run in runs[version]))  # seconds: the best run
+
+    n = int(runs["after"][0]["rows"])
+    print(
+        f"batch scoring at {n} rows in-process, XGBoost model (seconds: best of {rounds} "
+        "process(es) per version; ratios: each process's own; the machine may be loaded)"
+    )
+    print(f"  {'':38s}" + "".join(f"{v:>14s}" for v in versions))
+    for key, label, fmt in BATCH_FIGURES:
+        print(f"  {label:38s}" + "".join(f"{cell(v, key, fmt):>14s}" for v in versions))
+    if before is not None:
+        a, b = (pd.read_parquet(root / f"batch-{v}-0.parquet") for v in ("before", "after"))
+        same = a.equals(b)
+        print(
+            f"  same probabilities, decisions and factor texts as before: {'yes' if same else 'NO'}"
+        )
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    answer = fn()
+    return time.perf_counter() - start, answer
+
+
+def _batch_worker(model_dir: str, root: str, out: str) -> None:
+    """Measure the batch figures of the code this process imports; write them (JSON) and the
+    answers with factors (Parquet, for the comparison of versions)."""
+    print(f"  (measuring inflamrx from {Path(inflamrx.__file__).parents[1]})", file=sys.stderr)
+    model = mlflow.pyfunc.load_model(model_dir)
+    fitted = model.unwrap_python_model().model
+    booster = fitted.pipeline.named_steps["model"]
+    cohort = pd.read_parquet(Path(root) / "cohort.parquet")
+    x, _ = fitted.inputs(cohort)
+    matrix = fitted.transform(x)
+    model.predict(cohort.head(200), params={"top_factors": 3})  # warm-up: imports, explainer
+    figures = {"rows": float(len(cohort))}
+    figures["raw_proba"] = _best(lambda: booster.predict_proba(matrix))
+    figures["off"] = _best(lambda: model.predict(cohort, params={"top_factors": 0}), repeat=2)
+    # The raw call includes its DMatrix: XGBoost's native SHAP takes no numpy array.
+    figures["raw_contribs"], _ = _timed(
+        lambda: booster.get_booster().predict(xgboost.DMatrix(matrix), pred_contribs=True)
+    )
+    figures["shap"], contrib = _timed(lambda: contributions(fitted, x, matrix))
+    figures["formatting"] = _best(lambda: patient_factors(contrib, x, 3), repeat=2)
+    figures["on"], answer = _timed(lambda: model.predict(cohort, params={"top_factors": 3}))
+    answer["top_factors"] = [
+        "; ".join(str(f["text"]) for f in row) for row in answer["top_factors"]
+    ]
+    answer["warnings"] = ["; ".join(row) for row in answer["warnings"]]
+    answer.to_parquet(Path(out).with_suffix(".parquet"))
+    Path(out).with_suffix(".json").write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -168,6 +168,51 @@ def test_patient_factor_values_for_each_kind_of_feature(
     assert len(rows[0]) == contrib.values.shape[1]  # top > n features: every feature once
 
 
+def _cell_by_cell(
+    contrib: ex.Contributions, x: pd.DataFrame, r: int, name: str
+) -> dict[str, object]:
+    """One factor formatted on its own, value by value (as patient_factors first did)."""
+    names = [str(c) for c in contrib.values.columns]
+    source = fx.feature_sources(names)[names.index(name)]
+    seen = float(contrib.features.iloc[r][name])
+    if source.indicator:
+        value = "missing" if seen > 0.5 else "present"
+        subject = f"{name.removesuffix(' missing')} {value}"
+    elif source.column is not None and source.column in x:
+        value = fx._raw_text(x[source.column].astype(object).iloc[r], source.column)
+        restated = f"{fx._label(source.column)} {value}"
+        subject = restated if source.restates else f"{name} ({value})"
+    else:
+        value = "missing" if np.isnan(seen) else fx._number(seen)
+        subject = f"{name} ({value})"
+    log_odds = float(contrib.values.iloc[r][name])
+    points = float(ex.probability_points(contrib).iloc[r][name])
+    return {
+        "feature": name,
+        "value": value,
+        "direction": "raises" if log_odds > 0 else "lowers",
+        "log_odds": log_odds,
+        "points": points,
+        "text": f"{subject}: {fx._points_text(points)} points",
+        "subject": subject,
+    }
+
+
+def test_patient_factors_match_a_cell_by_cell_formatting(
+    fitted: FittedModel, data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]
+) -> None:
+    """The vectorised formatting gives, factor for factor, what formatting each cell on its own
+    gives; typed columns (float, boolean) and the same values as Python objects alike."""
+    _, x, _ = data
+    x = x.iloc[:40].copy()
+    x.loc[x.index[:3], "mood_worse_with_illness"] = pd.NA  # a missing yes/no value is shown
+    contrib = ex.contributions(fitted, x)
+    factors = fx.patient_factors(contrib, x, 999, with_subject=True)
+    for r, row in enumerate(factors):
+        assert row == [_cell_by_cell(contrib, x, r, str(f["feature"])) for f in row]
+    assert fx.patient_factors(contrib, x.astype(object), 5) == fx.patient_factors(contrib, x, 5)
+
+
 def test_patient_factors_edge_cases(data: tuple[pd.DataFrame, pd.DataFrame, pd.Series]) -> None:
     _, x, y = data
     contrib = ex.contributions(_fit("xgboost", x, y), x.iloc[:3])

@@ -15,6 +15,7 @@ import pytest
 from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
 from inflamrx.data.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
+from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import Problem, ValidationResult, validate_cohort, validate_frame
 from inflamrx.errors import InputError
 
@@ -613,3 +614,34 @@ def test_typed_float_codes_are_read_as_text_for_categories(tiny_frame: pd.DataFr
     coded = tiny_frame.replace("", None).assign(sex=[1.0, 2.0, 1.0])
     result = validate_frame(coded, DataConfig(recode={"sex": {"1": "M", "2": "F"}}))
     assert result.accepted["sex"].tolist() == ["M", "F", "M"]
+
+
+def _bad_typed_cohort() -> pd.DataFrame:
+    """A simulated cohort in canonical dtypes (yes/no columns ``boolean``) with broken rows:
+    an out-of-range CRP, a repeated id, a missing flag and a plain ``bool`` column."""
+    cohort = validate_frame(simulate_cohort(300, seed=3).cohort).accepted
+    cohort.loc[5, "crp_mg_l"] = -1.0
+    cohort.loc[7, "patient_id"] = cohort.loc[8, "patient_id"]
+    cohort.loc[9, "il6_pg_ml_below_lod"] = pd.NA
+    cohort.loc[11, "autoimmune_disease"] = pd.NA
+    mood = cohort["mood_worse_with_illness"].fillna(False).astype(bool)
+    return cohort.assign(mood_worse_with_illness=mood)
+
+
+@pytest.mark.parametrize("missing_codes", [{}, {"autoimmune_disease": [0, "False"]}])
+def test_typed_yes_no_columns_give_what_their_text_gives(
+    missing_codes: dict[str, list[object]],
+) -> None:
+    """validate_frame reads bool/boolean columns without a round trip through text: accepted
+    rows, problems (row, id, value, rule) and rejected rows are those of the same table sent as
+    text ('True'/'False'/empty), as a CSV gives it."""
+    typed = _bad_typed_cohort()
+    assert typed["mood_worse_with_illness"].dtype == bool
+    as_text = typed.astype({c: "str" for c in typed if pd.api.types.is_bool_dtype(typed[c])})
+    as_text = as_text.where(typed.notna(), None)
+    data = DataConfig(missing_codes=missing_codes)
+    fast, slow = validate_frame(typed, data), validate_frame(as_text, data)
+    pd.testing.assert_frame_equal(fast.accepted, slow.accepted)
+    assert [str(p) for p in fast.problems] == [str(p) for p in slow.problems]
+    assert len(fast.problems) >= 3
+    pd.testing.assert_frame_equal(fast.rejected.astype("str"), slow.rejected.astype("str"))

@@ -261,10 +261,16 @@ def _check_xpt_complete(path: Path, rows_read: int) -> None:
         )
 
 
+def is_typed(s: pd.Series) -> bool:
+    """Float or yes/no dtype: values the contract reads without parsing text."""
+    return pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s)
+
+
 def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceTable:
     """An in-memory table as a source, rows numbered from 1 (records). Values become text,
-    except, with ``keep_numbers``, float columns: typed records (a served model's input) are
-    checked as numbers directly, skipping a costly round trip through text."""
+    except, with ``keep_numbers``, float and yes/no (bool, boolean) columns: typed records (a
+    served model's input, a cohort in memory) are checked as they are, skipping a costly round
+    trip through text."""
     frame = frame.reset_index(drop=True)
     frame.columns = [str(c).strip() for c in frame.columns]
     if not frame.columns.is_unique:
@@ -272,10 +278,7 @@ def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceT
         raise ValueError(f"the table has repeated column names {repeated}")
     # One column at a time, in place: no concat/reorder (their cost dominates a single record).
     raw = pd.DataFrame(
-        {
-            c: s if keep_numbers and pd.api.types.is_float_dtype(s) else text_column(s)
-            for c, s in frame.items()
-        },
+        {c: s if keep_numbers and is_typed(s) else text_column(s) for c, s in frame.items()},
         index=frame.index,
         copy=False,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from inflamrx.data.ingest import (
     ROW,
     SourceTable,
     identifier_in_value,
+    is_typed,
     map_columns,
     read_sources,
     table_from_frame,
@@ -126,10 +128,14 @@ class _Checker:
     def __init__(self, frame: pd.DataFrame, rows: pd.Series) -> None:
         self.text = frame  # the values as written, to quote them back in messages
         self.rows = rows.to_numpy()
-        ids = frame["patient_id"] if "patient_id" in frame else pd.Series(pd.NA, index=frame.index)
-        self.ids = [None if pd.isna(v) else str(v) for v in ids]
+        self.id_column = frame.get("patient_id")
         self.problems: dict[int, list[Problem]] = {}
         self.bad_cells: set[tuple[int, str]] = set()
+
+    @cached_property
+    def ids(self) -> npt.NDArray[np.object_] | None:
+        # Read once a Problem needs it: a list of every id as text cost 0.4 s at 100,000 rows.
+        return None if self.id_column is None else self.id_column.to_numpy(dtype=object)
 
     def add(
         self, pos: int, column: str, value: object, rule: str, check: str, withheld: bool = False
@@ -141,7 +147,8 @@ class _Checker:
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))  # a typed 75.0 is quoted as a site would write it: '75'
-        problem = Problem(int(self.rows[pos]), self.ids[pos], column, text, rule, check, withheld)
+        patient = None if self.ids is None or pd.isna(self.ids[pos]) else str(self.ids[pos])
+        problem = Problem(int(self.rows[pos]), patient, column, text, rule, check, withheld)
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
 
@@ -178,6 +185,8 @@ class _Checker:
         return np.where(bad, np.nan, values)
 
     def boolean(self, text: pd.Series, spec: ColumnSpec) -> pd.arrays.BooleanArray:
+        if pd.api.types.is_bool_dtype(text):  # typed yes/no (a frame in memory): nothing to parse
+            return pd.array(text, dtype="boolean")
         # Decided once per distinct answer: a column repeats a few, however many rows it has.
         codes, answers = pd.factorize(text.str.strip().str.lower())
         decided = [_yes_no(answer) for answer in answers]
@@ -198,12 +207,9 @@ class _Checker:
         canonical = [
             by_lower.get(low, v) for low, v in zip(values.str.lower(), values, strict=True)
         ]
-        return pd.Series(
-            _by_code(canonical, codes, missing=np.nan, dtype=object),
-            index=text.index,
-            name=text.name,
-            dtype="str",
-        )
+        # Spread over the rows as text ("take"): no per-row conversion of Python strings.
+        values_by_row = pd.array(canonical, dtype="str").take(codes, allow_fill=True)
+        return pd.Series(values_by_row, index=text.index, name=text.name)
 
 
 def _yes_no(answer: str) -> bool | None:
@@ -243,9 +249,11 @@ def _apply_missing(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
     for col, values in frame.items():
         # A typed float column (a served record) says missing with NaN: no marker to look for.
-        hit = None if pd.api.types.is_float_dtype(values) else _markers(values)
+        hit = None if is_typed(values) else _markers(values)
         codes = data.missing_codes.get(str(col))
         if codes:
+            if pd.api.types.is_bool_dtype(values):
+                values = text_column(values)  # codes are matched as text: True as 'True'
             as_number = pd.to_numeric(values, errors="coerce")
             numeric_codes = [float(c) for c in codes if isinstance(c, int | float)]
             coded = (
@@ -280,8 +288,10 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
     for name, column in frame.items():
         spec = COLUMNS[name]
         numeric = spec.kind in (Kind.NUMBER, Kind.INTEGER)
-        typed = numeric and pd.api.types.is_float_dtype(column)
-        # Text, except typed numbers; a float where text is expected reads '1.0' as '1'.
+        typed = (numeric and pd.api.types.is_float_dtype(column)) or (
+            spec.kind is Kind.BOOLEAN and pd.api.types.is_bool_dtype(column)
+        )
+        # Text, except typed numbers and yes/no; a float where text is expected reads '1.0' as '1'.
         text = column if typed else text_column(column)
         if numeric:
             below = None  # a typed number cannot say '<LOD': its flag column says it
@@ -302,7 +312,9 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
                 if flag in out:  # the flag column came first and is already parsed (and checked)
                     flagged = flagged | _true(out[flag])
                 elif flag in frame:
-                    written = text_column(frame[flag])  # as when the flag comes first
+                    written = frame[flag]  # as when the flag comes first
+                    if not pd.api.types.is_bool_dtype(written):
+                        written = text_column(written)
                     flagged = flagged | _true(checker.boolean(written, COLUMNS[flag]))
                 # Missing only where the value is missing and nothing says it was below the LOD.
                 out[flag] = pd.arrays.BooleanArray(flagged, np.isnan(values) & ~flagged)

@@ -67,6 +67,18 @@ def _raw_text(value: object, column: str) -> str:
     return str(value)
 
 
+def _raw_texts(values: pd.Series, column: str) -> list[str]:
+    """``_raw_text`` of each value; canonical dtypes without a per-value type test."""
+    if pd.api.types.is_float_dtype(values):
+        spec = COLUMNS.get(column)
+        unit = f" {spec.unit}" if spec is not None and spec.unit else ""
+        return ["missing" if v != v else _number(v) + unit for v in values.tolist()]
+    if pd.api.types.is_bool_dtype(values):
+        yes = values.to_numpy(dtype=bool, na_value=False)
+        return np.where(values.isna(), "missing", np.where(yes, "yes", "no")).tolist()
+    return [_raw_text(v, column) for v in values.astype(object).to_numpy()]
+
+
 def _points_text(points: float) -> str:
     return f"{points:+.0f}" if abs(points) >= 9.5 else f"{points:+.1f}"
 
@@ -112,22 +124,27 @@ def patient_factors(
     log_odds = values[rows, order]
     points = probability_points(contrib).to_numpy()[rows, order]
     subjects, shown = _value_texts(contrib, x, names, order)
-    # Plain Python lists from here: building 100,000 x k dicts is the remaining cost.
-    feature = np.asarray(names, dtype=object)[order].tolist()
-    direction = np.where(log_odds > 0, "raises", "lowers").tolist()
-    texts = [
-        [f"{s}: {_points_text(p)} points" for s, p in zip(srow, prow, strict=True)]
-        for srow, prow in zip(subjects.tolist(), points.tolist(), strict=True)
+    # Flat Python lists from here (row after row, k each): building 100,000 x k dicts is the
+    # remaining cost, so one comprehension builds them all and rows are slices of it.
+    subject = subjects.ravel().tolist()
+    point = points.ravel().tolist()
+    texts = [f"{s}: {_points_text(p)} points" for s, p in zip(subject, point, strict=True)]
+    factors = [
+        {"feature": f, "value": v, "direction": d, "log_odds": lo, "points": p, "text": t}
+        for f, v, d, lo, p, t in zip(
+            np.asarray(names, dtype=object)[order].ravel().tolist(),
+            shown.ravel().tolist(),
+            np.where(log_odds > 0, "raises", "lowers").ravel().tolist(),
+            log_odds.ravel().tolist(),
+            point,
+            texts,
+            strict=True,
+        )
     ]
-    keys: tuple[str, ...] = ("feature", "value", "direction", "log_odds", "points", "text")
-    columns = [feature, shown.tolist(), direction, log_odds.tolist(), points.tolist(), texts]
     if with_subject:
-        keys += ("subject",)
-        columns.append(subjects.tolist())
-    return [
-        [dict(zip(keys, factor, strict=True)) for factor in zip(*cells, strict=True)]
-        for cells in zip(*columns, strict=True)
-    ]
+        for factor, text in zip(factors, subject, strict=True):
+            factor["subject"] = text
+    return [factors[start : start + k] for start in range(0, len(factors), k)]
 
 
 def _value_texts(
@@ -147,8 +164,7 @@ def _value_texts(
             text = np.where(transformed[rows, column] > 0.5, "missing", "present").tolist()
             subject = [f"{name.removesuffix(' missing')} {t}" for t in text]
         elif source.column is not None and source.column in x.columns:
-            raw = x[source.column].iloc[rows].astype(object).to_numpy()
-            text = [_raw_text(v, source.column) for v in raw]
+            text = _raw_texts(x[source.column].iloc[rows], source.column)
             lead = _label(source.column)
             subject = [f"{lead} {t}" if source.restates else f"{name} ({t})" for t in text]
         else:  # ratios, scores, generic numeric columns: the value the model saw
