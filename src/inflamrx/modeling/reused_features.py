@@ -13,7 +13,7 @@ unique integer index use it (others are computed every time, as by ``ClinicalFea
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,8 +56,8 @@ class ReusedFeatures(ClinicalFeatures):
     def __init__(
         self,
         *,
-        include: list[str] | None = None,
-        exclude: list[str] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         memo: FeatureMemo | None = None,
     ) -> None:
         super().__init__(include=include, exclude=exclude)
