@@ -126,10 +126,12 @@ def child(args: argparse.Namespace) -> None:
 
     def searching(*a: Any, **k: Any) -> Any:
         SEARCHING.set()
+        cpu = time.process_time()
         try:
             return run_search(*a, **k)
         finally:
             SEARCHING.clear()
+            sink["search loop CPU"][1] += time.process_time() - cpu
 
     search.run_search = searching
     _timed(search, "run_search", sink, "search loop")
@@ -166,7 +168,9 @@ def run_tree(
     return {"summary": summary, "wall": wall, "breakdown": breakdown}
 
 
-def plain_loop(config: Any, data: Any, n_trials: int, once_per_fold: bool) -> tuple[float, Any]:
+def plain_loop(
+    config: Any, data: Any, n_trials: int, once_per_fold: bool
+) -> tuple[float, float, Any]:
     """The same trials without inflamrx's search: in-memory study, features and XGBoost by
     hand, the same guarded score (so TPE proposes the same parameters). ``once_per_fold``:
     the feature step fitted and applied once per fold, not once per fit."""
@@ -226,9 +230,9 @@ def plain_loop(config: Any, data: Any, n_trials: int, once_per_fold: bool) -> tu
         sampler=optuna.samplers.TPESampler(seed=t.seed),
         pruner=make_pruner(config, len(splits)),
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     study.optimize(objective, n_trials=n_trials)
-    return time.perf_counter() - start, study.best_params
+    return time.perf_counter() - start, time.process_time() - cpu, study.best_params
 
 
 def _median(values: list[float]) -> float:
@@ -316,7 +320,7 @@ def main() -> None:
     if args.before is not None:
         sources = {"before": args.before, "after": None}
     trees: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
-    plain: dict[str, list[float]] = {"rebuilt": [], "once": []}
+    plain: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
@@ -324,12 +328,15 @@ def main() -> None:
         config = for_tuning(load_config(None, sets | {"data.path": str(folder / "synthetic.csv")}))
         data = prepare(validate_cohort(config.data), config)
         for k in range(args.repeat):
-            for name, src in sources.items():
-                trees[name].append(run_tree(src, folder, args, cli_sets, f"{name}{k}"))
+            order = list(sources) if k % 2 == 0 else list(sources)[::-1]  # ABBA
+            for i, name in enumerate(order):
+                trees[name].append(run_tree(sources[name], folder, args, cli_sets, f"{name}{k}"))
                 print(f"  repeat {k + 1}: {name} {trees[name][-1]['wall']:.1f} s", flush=True)
-            seconds, plain_best = plain_loop(config, data, args.trials, once_per_fold=False)
-            plain["rebuilt"].append(seconds)
-            plain["once"].append(plain_loop(config, data, args.trials, once_per_fold=True)[0])
+                if i == 0 or len(order) == 1:  # the plain loops between the two trees
+                    for variant, once_per_fold in (("rebuilt", False), ("once", True)):
+                        wall, cpu, plain_best = plain_loop(config, data, args.trials, once_per_fold)
+                        plain[variant].append(wall)
+                        plain[f"{variant} CPU"].append(cpu)
         accuracy = _accuracy(config, data)
         rates = _rates(config, data, folder, args.rate_trials) if args.rate_trials else None
 
@@ -363,10 +370,18 @@ def main() -> None:
         return _median([r["summary"]["seconds"]["search"] + r["summary"]["seconds"]["prepare"]
                         for r in s]) / rebuilt  # fmt: skip
 
+    def cpu(n: str) -> float:
+        return _median([r["breakdown"]["search loop CPU"][1] for r in trees[n]])
+
+    rebuilt_cpu, once_cpu = _median(plain["rebuilt CPU"]), _median(plain["once CPU"])
+    print(f"  CPU seconds: search loop {', '.join(f'{n} {cpu(n):.1f}' for n in names)}; "
+          f"plain loop {rebuilt_cpu:.1f} (every fit), {once_cpu:.1f} (once per fold)")  # fmt: skip
     for label, value in (
         ("search / plain loop (features every fit)", lambda n: search(n) / rebuilt),
         ("search / plain loop (features once per fold)", lambda n: search(n) / once),
         ("(search + prepare) / plain loop (every fit)", whole_ratio),
+        ("search CPU / plain CPU (every fit)", lambda n: cpu(n) / rebuilt_cpu),
+        ("search CPU / plain CPU (once per fold)", lambda n: cpu(n) / once_cpu),
     ):
         print(f"  {label:<44}" + "".join(f"{value(n):11.2f}x" for n in names))
     for n in names:
