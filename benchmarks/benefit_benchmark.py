@@ -32,10 +32,14 @@ from inflamrx.data.validate import validate_cohort
 from inflamrx.jobs.benefit import (
     SELECTION_BOOTSTRAP,
     choose,
-    supported_learners,
     validate_predictions,
 )
-from inflamrx.modeling.benefit.cohort import TwoArmCohort, crossfit, prepare_two_arm
+from inflamrx.modeling.benefit.cohort import (
+    TwoArmCohort,
+    crossfit,
+    prepare_two_arm,
+    supported_learners,
+)
 from inflamrx.modeling.kinds.benefit import BENEFIT, fit_benefit
 
 TOP = 0.3

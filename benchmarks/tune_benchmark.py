@@ -87,6 +87,7 @@ JOB_STEPS = (
     ("inflamrx.jobs.tune.job", "open_storage", "open study storage"),
     ("inflamrx.jobs.tune.job", "create_study", "create/load study"),
     ("inflamrx.jobs.tune.job", "_finished_before", "look up earlier jobs (MLflow)"),
+    ("inflamrx.jobs.tune.job", "finished_before", "look up earlier jobs (MLflow)"),  # renamed
     ("inflamrx.jobs.tune.job", "_nested", "nested estimate"),
     ("inflamrx.jobs.tune.job", "log_job_inputs", "log inputs (MLflow dataset)"),
     ("inflamrx.jobs.tune.job", "log_trial_runs", "child runs per trial (MLflow)"),

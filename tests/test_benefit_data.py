@@ -108,8 +108,14 @@ def test_bad_treatment_sections_are_refused(section: dict[str, object], message:
         build_config({"treatment": section})
 
 
-def test_tuning_a_two_arm_config_is_refused_plainly(two_arm_csv: Path) -> None:
+def test_a_single_arm_job_on_a_two_arm_config_names_the_benefit_jobs(two_arm_csv: Path) -> None:
     config = build_config({"data": {"path": str(two_arm_csv)}, "treatment": {}})
     validated = validate_cohort(config.data, require=requirement(TreatmentConfig()))
-    with pytest.raises(InputError, match=r"`inflamrx tune` does not search benefit models"):
+    with pytest.raises(InputError, match=r"inflamrx\.train_benefit, inflamrx\.tune_benefit"):
         prepare(validated, config)
+    # ...and the names it gives are the public API's.
+    import inflamrx
+    from inflamrx.jobs.benefit import train_benefit
+    from inflamrx.jobs.benefit_tune import tune_benefit
+
+    assert (inflamrx.train_benefit, inflamrx.tune_benefit) == (train_benefit, tune_benefit)

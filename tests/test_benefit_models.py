@@ -3,6 +3,7 @@ and survives save/load without pickle."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +12,18 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 from scipy.stats import spearmanr
+from sklearn.model_selection import StratifiedKFold
 
 from inflamrx.config import build_config
 from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
+from inflamrx.errors import InputError
 from inflamrx.modeling.benefit.learners import LEARNERS, LOG_ODDS_RATIO, SIMPLEST_FIRST
 from inflamrx.modeling.explanations import contributions
 from inflamrx.modeling.features import model_input_columns
 from inflamrx.modeling.kinds.base import FittedModel
 from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED, fit_benefit, scale_of
+from inflamrx.modeling.kinds.logistic import RCS_QUANTILES, MarkerSplines
 from inflamrx.modeling.safe_io import UntrustedArtifactError
 
 pytestmark = pytest.mark.slow  # fits five learners on 1,600 patients
@@ -153,3 +157,55 @@ def test_histgb_meta_learner_round_trips(
         FittedModel.load(tmp_path)
     loaded = FittedModel.load(tmp_path, verified=True)
     pd.testing.assert_frame_equal(loaded.predict(x.iloc[:50]), model.predict(x.iloc[:50]))
+
+
+def test_the_interaction_model_splines_log_crp_with_the_logistic_kinds_rcs(
+    fitted: dict[str, FittedModel], trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]
+) -> None:
+    model = fitted["interaction"]
+    learner, names = model.estimator, model.feature_names
+    splines = learner.models_["splines"]
+    assert type(splines) is MarkerSplines  # one spline implementation, trusted by exact name
+    assert learner.spline_column_ == names.index("CRP (mg/L, log)")
+    imputed = learner.models_["impute"].transform(model.transform(trial[0]))
+    crp = imputed[:, learner.spline_column_]
+    np.testing.assert_allclose(splines.knots_[0], np.quantile(crp, RCS_QUANTILES[4]))
+    # Linear beyond the outer knots: the log OR has a constant slope in log CRP there.
+    far = np.quantile(crp, 0.99) + np.array([0.5, 1.0, 1.5])
+    rows = np.repeat(imputed[:1], 3, axis=0)
+    rows[:, learner.spline_column_] = far
+    m1, m0 = learner._margins(rows)
+    assert np.diff(np.diff(m1 - m0)) == pytest.approx([0.0], abs=1e-9)
+
+
+def test_an_interaction_model_saved_with_the_former_b_spline_term_is_refused(
+    fitted: dict[str, FittedModel], tmp_path: Path
+) -> None:
+    old = copy.deepcopy(fitted["interaction"])
+    # What a development build saved: uniform B-spline knots and no MarkerSplines.
+    old.estimator.spline_knots_ = np.linspace(-2.0, 3.0, 4)[:, None]
+    del old.estimator.models_["splines"]
+    old.save(tmp_path)
+    with pytest.raises(InputError, match=r"B-spline.*Retrain it with `inflamrx train`"):
+        FittedModel.load(tmp_path)
+
+
+def test_the_x_learner_imputes_each_effect_from_models_fitted_without_that_patient(
+    trial: tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray],
+) -> None:
+    x, y, treated = trial[0].iloc[:500], trial[1].to_numpy()[:500], trial[2][:500]
+    model = fit_benefit(CONFIG, "x_learner", x, pd.Series(y), treated)
+    learner, matrix = model.estimator, model.transform(x)
+    imputed = learner.imputed_effects(matrix, y, treated)
+    folds = StratifiedKFold(learner.folds, shuffle=True, random_state=learner.seed)
+    for fit, scored in list(folds.split(matrix, 2 * treated + y))[:2]:
+        on, off = fit[treated[fit] == 1], fit[treated[fit] == 0]  # other folds only
+        p1 = learner._classifier(matrix[on], y[on], "treated").predict_proba(matrix[scored])[:, 1]
+        p0 = learner._classifier(matrix[off], y[off], "control").predict_proba(matrix[scored])
+        arm, outcome = treated[scored], y[scored]
+        expected = np.where(arm == 1, outcome - p0[:, 1], p1 - outcome)
+        np.testing.assert_allclose(imputed[scored], expected, atol=1e-6)
+    # Not the arms' models fitted on every patient (the served outcome models).
+    one = learner.models_["treated"].predict_proba(matrix)[:, 1]
+    zero = learner.models_["control"].predict_proba(matrix)[:, 1]
+    assert np.abs(imputed - np.where(treated == 1, y - zero, one - y)).max() > 0.01

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
+from scipy.special import logit
 from typer.testing import CliRunner
 
 from conftest import mlflow_served, tracking_in
@@ -118,17 +120,50 @@ def test_predict_writes_both_arms_the_benefit_and_the_recommendation(
     assert ((written["predicted_benefit"] > 0.05) == written["recommend_treatment"]).all()
 
 
-def test_explain_refuses_a_benefit_model_with_where_its_factors_are(
+def test_explain_of_a_benefit_model_explains_the_benefit_in_its_own_run(
     trained: dict[str, Any], workspace: Path
 ) -> None:
+    client = mlflow.MlflowClient()
+    training = trained["run_id"]
+    before = {a.path for a in client.list_artifacts(training, "benefit")}
+    out = workspace / "explained"
     done = CliRunner().invoke(
         app,
         ["explain", "--model", trained["model_uri"], "--data", str(workspace / "new.csv"),
-         "--out", str(workspace / "explained")],
+         "--out", str(out)],
     )  # fmt: skip
-    assert done.exit_code == 2, done.output  # before: KeyError traceback
-    assert "benefit model" in done.output and "top_factors" in done.output
-    assert "Traceback" not in done.output
+    assert done.exit_code == 0, done.output  # before: refused (exit 2)
+    assert "explained 25" in done.output and "Traceback" not in done.output
+    table = pd.read_parquet(out / "shap_values.parquet")
+    scale = trained["benefit_explanation_scale"]
+    assert set(table["scale"]) == {scale}
+    features = list(table.columns[list(table.columns).index("base_value") + 1 :])
+    total = (table["base_value"] + table[features].sum(axis=1)).to_numpy()
+    treated, control = table["response_probability_treated"], table["response_probability_control"]
+    if scale == "log odds ratio":
+        expected = (logit(treated) - logit(control)).to_numpy()
+    else:  # the risk difference, where no probability was clipped into [0, 1]
+        inside = ((treated > 0) & (treated < 1)).to_numpy()
+        total, expected = total[inside], table["predicted_benefit"].to_numpy()[inside]
+    np.testing.assert_allclose(total, expected, atol=1e-4)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"{scale} (drug vs placebo)" in page and "SYN-" not in page
+    assert "C-for-benefit (model)" in page  # the training run's validation
+    assert 'id="img-calibration-for-benefit"' in page
+
+    (run,) = mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.explains_run = '{training}'",
+        output_format="list",
+    )
+    assert run.data.tags["mlflow.parentRunId"] == training
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "explanations")}
+    assert {"explanations/report.html", "explanations/shap_values.parquet"} <= logged
+    path = client.download_artifacts(
+        run.info.run_id, "explanations/shap_values.parquet", str(workspace)
+    )
+    assert "patient_id" not in pd.read_parquet(path).columns  # report.include_patient_ids off
+    assert {a.path for a in client.list_artifacts(training, "benefit")} == before
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +217,8 @@ def test_tune_chooses_among_benefit_models_by_c_for_benefit_not_auroc(
 ) -> None:
     args = ["tune", "--data", str(workspace / "trial.csv"), "--json", "--trials", "3",
             "--set", "treatment.column=arm", "--set", "treatment.min_per_arm_for_learners=150",
-            "--set", "report.enabled=false", *QUICK]  # fmt: skip
+            "--set", "report.enabled=false", "--set", "tuning.nested_folds=2",
+            "--set", "tuning.nested_trials=1", *QUICK]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -191,5 +227,8 @@ def test_tune_chooses_among_benefit_models_by_c_for_benefit_not_auroc(
     assert search["best_params"]["learner"] == summary["benefit_learner"]
     assert "test_auroc" not in summary and summary["c_for_benefit"] is not None
     assert any("optimistic" in w for w in summary["warnings"])
+    assert summary["study"].startswith("inflamrx-benefit-")  # the default study name
+    low, high = summary["nested_c_for_benefit_ci"]  # the honest estimate beside it
+    assert low <= summary["nested_c_for_benefit"] <= high
     tags = mlflow.get_run(summary["run_id"]).data.tags
     assert tags["job"] == "tune-benefit" and "best_params" in tags["benefit_tuning"]

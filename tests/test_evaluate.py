@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from typing import Any
 
 import numpy as np
@@ -219,15 +218,6 @@ def test_single_class_resamples_are_skipped_and_counted() -> None:
     result = bootstrap_metric_ci(y, p, n_boot=200, seed=0)
     assert 30 < result.n_skipped_single_class < 110
     assert result.auroc.n_resamples == 200 - result.n_skipped_single_class
-
-
-def test_bootstrap_is_fast() -> None:
-    rng = np.random.default_rng(5)
-    p = rng.uniform(size=2_000)
-    y = rng.binomial(1, p)
-    start = time.perf_counter()
-    bootstrap_metric_ci(y, p, n_boot=1_000)
-    assert time.perf_counter() - start < 3.0
 
 
 # --------------------------------------------------------------------------- subgroups

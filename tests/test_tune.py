@@ -205,7 +205,7 @@ def test_summary_has_the_promised_keys(tuned: tuple[TuneResult, str]) -> None:
 def test_nested_estimate_is_present_and_honest(tuned: tuple[TuneResult, str]) -> None:
     result, _ = tuned
     nested = result.nested
-    assert len(nested.fold_auroc) == 2
+    assert len(nested.fold_scores) == 2
     assert nested.pooled.ci_low <= nested.pooled.estimate <= nested.pooled.ci_high
     assert 0.5 < nested.pooled.estimate < 0.9
     # Nested folds score only outer-fold patients of the training part: never the test set.

@@ -4,6 +4,8 @@ The Python API mirrors the command line::
 
     from inflamrx import load_config, simulate_cohort, validate_cohort, train, predict
 
+A config with a treatment section (two arms) goes to ``train_benefit`` / ``tune_benefit``.
+
 ``predict`` and ``explain`` take a pandas DataFrame, a file path or a ``DataConfig``.
 """
 
@@ -25,6 +27,9 @@ _API = {
     "TrainResult": "inflamrx.jobs.train",
     "tune": "inflamrx.jobs.tune.job",
     "TuneResult": "inflamrx.jobs.tune.job",
+    "train_benefit": "inflamrx.jobs.benefit",
+    "BenefitTrainResult": "inflamrx.jobs.benefit",
+    "tune_benefit": "inflamrx.jobs.benefit_tune",
     "predict": "inflamrx.serving.batch",
     "explain": "inflamrx.jobs.explain",
     "PredictResult": "inflamrx.serving.batch",
@@ -37,6 +42,8 @@ if TYPE_CHECKING:
     from inflamrx.data.simulate import simulate_cohort, write_cohort
     from inflamrx.data.validate import validate_cohort, validate_frame
     from inflamrx.errors import InputError
+    from inflamrx.jobs.benefit import BenefitTrainResult, train_benefit
+    from inflamrx.jobs.benefit_tune import tune_benefit
     from inflamrx.jobs.explain import explain
     from inflamrx.jobs.train import TrainResult, train
     from inflamrx.jobs.tune.job import TuneResult, tune

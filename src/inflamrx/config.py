@@ -182,7 +182,8 @@ class SplitConfig(_Section):
             tree["strategy"] = "holdout"
             _deprecated(
                 "split.test_size without split.strategy: read as split.strategy: holdout (the "
-                "default is now resample: fit on every patient, validate by the bootstrap)"
+                "default is now resample: fit on every patient, validate by repeated "
+                "cross-validation)"
             )
         return tree
 

@@ -19,6 +19,7 @@ from inflamrx.cli.output import (
     err,
     out,
     print_benefit_training,
+    print_benefit_tuning,
     print_training,
     print_tuning,
     print_validation,
@@ -317,19 +318,12 @@ def tune(
     options = TuneOptions(trials, timeout, storage, study, workers, search_only)
     check_options(options)  # before any data is read: bad options fail fast
     cfg, status = _job_config(config, data, sets, experiment, as_json, run_name)
+    job: Any = run_tune
+    metric, printer = "AUROC", print_tuning
     if cfg.treatment is not None:  # two arms: choose the benefit model by a benefit metric
         from inflamrx.jobs.benefit_tune import tune_benefit
 
-        if storage or study or workers != 1 or search_only:
-            err.print("warning: benefit tuning runs in one process, in memory; --storage, "
-                      "--study, --workers and --search-only are not used", markup=False)  # fmt: skip
-        benefit, search = tune_benefit(cfg, trials, progress=status.log)
-        if as_json:
-            print(json.dumps(benefit.summary() | {"tuning": search}, default=float))
-            return
-        out.print(f"tuned by {search['metric']}: best {search['best_params']}", markup=False)
-        print_benefit_training(benefit)
-        return
+        job, metric, printer = tune_benefit, "C-for-benefit", print_benefit_tuning
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"))  # fmt: skip
     with Progress(*columns, console=status, transient=False) as bar:
@@ -338,15 +332,15 @@ def tune(
         def on_trials(c: TrialCounts) -> None:
             best = f"{c.best:.3f}" if c.best is not None else "-"
             detail = (
-                f"complete {c.complete}, pruned {c.pruned}, failed {c.failed}, best AUROC {best}"
+                f"complete {c.complete}, pruned {c.pruned}, failed {c.failed}, best {metric} {best}"
             )
             bar.update(task, completed=c.done, total=c.budget, detail=detail)
 
-        result = run_tune(cfg, options, progress=bar.console.log, on_trials=on_trials)
+        result = job(cfg, options, progress=bar.console.log, on_trials=on_trials)
     if as_json:
         print(json.dumps(result.summary(), default=float))
         return
-    print_tuning(result)
+    printer(result)
 
 
 @app.command()

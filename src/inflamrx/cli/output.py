@@ -187,10 +187,49 @@ def print_tuning(result: Any) -> None:
         return
     from inflamrx.modeling.metrics import with_ci
 
-    folds = ", ".join(f"{a:.3f}" for a in n.fold_auroc)
+    folds = ", ".join(f"{a:.3f}" for a in n.fold_scores)
     pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
     out.print(
         f"[bold]nested-CV AUROC of the whole tuning procedure[/] {pooled}; outer folds {folds}"
     )
     print_warnings(result.warnings)
     print_training(result.train)
+
+
+def print_benefit_tuning(result: Any) -> None:
+    c, n = result.counts, result.nested
+    out.print(
+        f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
+        f"{c.complete}, failed {c.failed}; learners searched: {', '.join(result.learners)}"
+    )
+    out.print(f"best trial {result.best_trial}: {result.best_params}", markup=False)
+    out.print(
+        f"best cross-fitted C-for-benefit {result.best_cv_c_for_benefit:.3f} (optimistic: it "
+        "won on these folds)"
+    )
+    if result.earlier is not None:  # the study as it stands was finished by an earlier job
+        e = result.earlier
+        out.print(
+            f"already logged and registered by run {e['run_id']} (version "
+            f"{e['registered_version']}); nothing fitted or registered again: give a larger "
+            "--trials to continue the study"
+        )
+        print_warnings(result.warnings)
+        return
+    if n is None:  # --search-only
+        out.print(
+            "search only: the job that started the study estimates, fits and registers "
+            "(run it without --search-only once the shared search is done)"
+        )
+        print_warnings(result.warnings)
+        return
+    from inflamrx.modeling.metrics import with_ci
+
+    folds = ", ".join(f"{v:.3f}" for v in n.fold_scores)
+    pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
+    out.print(
+        f"[bold]nested cross-fitted C-for-benefit of the whole tuning procedure[/] {pooled}; "
+        f"outer folds {folds}"
+    )
+    print_warnings(result.warnings)
+    print_benefit_training(result.train)

@@ -39,8 +39,9 @@ from inflamrx.modeling.benefit.cohort import (
     crossfit,
     holdout_split,
     prepare_two_arm,
+    supported_learners,
 )
-from inflamrx.modeling.benefit.learners import LEARNERS, SIMPLEST_FIRST, TREE_KINDS
+from inflamrx.modeling.benefit.learners import LEARNERS, SIMPLEST_FIRST
 from inflamrx.modeling.benefit.validation import validate_benefit
 from inflamrx.modeling.explanations import explain_rows
 from inflamrx.modeling.features import check_feature_request
@@ -51,6 +52,7 @@ from inflamrx.reporting.benefit import (
     BenefitWaterfalls,
     benefit_figures,
     benefit_section,
+    scale_words,
 )
 from inflamrx.serving.artifacts import ServingSettings
 from inflamrx.serving.pyfunc import log_model
@@ -118,33 +120,6 @@ class BenefitTrainResult:
         }
 
 
-def supported_learners(config: Config, data: TwoArmCohort) -> tuple[list[str], list[str]]:
-    """The learners this cohort supports (simplest first), and why others are left out."""
-    assert config.treatment is not None
-    t = config.treatment
-    asked: list[str] = list(SIMPLEST_FIRST) if t.learner == "auto" else [str(t.learner)]
-    notes = []
-    if data.arms.smaller < t.min_per_arm_for_learners:
-        if asked != ["interaction"]:
-            notes.append(
-                f"small trial: {data.arms.smaller} patients in the smaller arm (below "
-                f"treatment.min_per_arm_for_learners = {t.min_per_arm_for_learners}); only the "
-                "interaction model with prespecified modifiers is fitted, as the data cannot "
-                "support risk or tree models. Its intervals are wide: read them, not the point "
-                "estimates"
-            )
-        return ["interaction"], notes
-    if config.model.kind not in TREE_KINDS:
-        tree = [name for name in asked if name not in ("interaction", "risk")]
-        if tree:
-            notes.append(
-                f"model.kind {config.model.kind!r} is not a tree kind: {tree} left out "
-                f"(meta-learners use {' or '.join(TREE_KINDS)}, missing values natively)"
-            )
-        asked = [name for name in asked if name in ("interaction", "risk")] or ["interaction"]
-    return asked, notes
-
-
 def choose(c_for_benefit: dict[str, float]) -> str:
     """``SELECTION_RULE`` on the candidates' cross-fitted C-for-benefit (NaN never wins)."""
     ordered = [name for name in SIMPLEST_FIRST if name in c_for_benefit]
@@ -188,80 +163,86 @@ def train_benefit(config: Config, progress: Progress | None = None) -> BenefitTr
 def train_benefit_on(
     validated: ValidationResult, config: Config, say: Progress
 ) -> BenefitTrainResult:
+    experiment_id = use_experiment(config.tracking.experiment)
+    with tracked_run(experiment_id, run_name="train-benefit") as run:
+        return fit_and_log_benefit(run.info.run_id, validated, config, say, job="train-benefit")
+
+
+def fit_and_log_benefit(
+    run_id: str, validated: ValidationResult, config: Config, say: Progress, job: str
+) -> BenefitTrainResult:
+    """Choose, fit, validate, log and register in the active run ``run_id`` (``train``'s own
+    run, or the parent run of a benefit tune job)."""
     assert config.treatment is not None
     data = prepare_two_arm(validated, config)
     learners, notes = supported_learners(config, data)
     limited = data.arms.smaller < config.treatment.min_per_arm_for_learners
-    experiment_id = use_experiment(config.tracking.experiment)
-    with tracked_run(experiment_id, run_name="train-benefit") as run:
-        mlflow.set_tags(
-            standard_tags(data.digest, data.synthetic)
-            | {"job": "train-benefit", "outcome": describe(config.outcome)}
-            | {"benefit_selection_rule": SELECTION_RULE}
-        )
-        mlflow.log_params(flatten(config))
-        fit_part, score_part, how = _validation_design(data, config)
-        candidates: dict[str, float] = {}
-        predictions: dict[str, pd.DataFrame] = {}
-        for name in learners:
-            say(f"cross-fitting the {LEARNERS[name].label} on {len(fit_part.y)} patients")
-            predictions[name] = crossfit(config, name, fit_part)
-            if len(learners) > 1:
-                quick = validate_predictions(
-                    fit_part, predictions[name], config, SELECTION_BOOTSTRAP
-                )
-                candidates[name] = float(quick.as_metrics().get("c_for_benefit", np.nan))
-        chosen = choose(candidates) if candidates else learners[0]
-        say(f"fitting the {LEARNERS[chosen].label}")
-        fitted = fit_benefit(config, chosen, fit_part.x, fit_part.y, fit_part.treated)
-        if score_part is fit_part:
-            scored = predictions[chosen]
-        else:
-            scored = fitted.predict(score_part.x).reset_index(drop=True)
-        say(f"validating the benefit on {len(score_part.y)} patients ({how})")
-        validation = validate_predictions(score_part, scored, config, config.evaluation.n_bootstrap)
-        metrics = validation.as_metrics()
-        warnings = [*data.arms.warnings, *notes, *_limited(limited, data)]
-        warnings += [str(m) for m in validation.messages]
-        warnings += validated.warnings
-        _log_run(metrics, candidates, chosen, how, data, validated, limited)
-        summary = {
-            "chosen": chosen,
-            "selection_rule": SELECTION_RULE,
-            "validation": how,
-            "candidates_c_for_benefit": candidates,
-            "rows_in": validated.rows_in,
-            "rejected": len(validated.rejected),
-            "rejection_reasons": {str(k): int(v) for k, v in validated.reason_counts().items()},
-            "synthetic": data.synthetic,
-        }  # counts and summaries only: no patient identifier leaves the process
-        mlflow.log_dict(summary, f"{ARTIFACTS}/benefit_summary.json")
-        report_uri = None
-        if config.report.enabled:
-            say("writing the benefit report")
-            report_uri = _log_report(validation, fitted, scored, score_part, run.info.run_id)
-        say("logging and registering the model")
-        model_uri, version = _log_and_register(fitted, config, data, chosen, limited, warnings)
-        return BenefitTrainResult(
-            run_id=run.info.run_id,
-            model_uri=model_uri,
-            registered_version=version,
-            outcome=describe(config.outcome),
-            synthetic=data.synthetic,
-            learner=chosen,
-            learner_label=LEARNERS[chosen].label,
-            explanation_scale=scale_of(fitted),
-            validation=how,
-            metrics=metrics,
-            candidates=candidates,
-            n_treated=data.arms.n_treated,
-            n_control=data.arms.n_control,
-            n_rejected=len(validated.rejected),
-            n_without_outcome=data.n_without_outcome,
-            trust="limited" if limited else "ok",
-            warnings=list(dict.fromkeys(warnings)),
-            report_uri=report_uri,
-        )
+    mlflow.set_tags(
+        standard_tags(data.digest, data.synthetic)
+        | {"job": job, "outcome": describe(config.outcome)}
+        | {"benefit_selection_rule": SELECTION_RULE}
+    )
+    mlflow.log_params(flatten(config))
+    fit_part, score_part, how = _validation_design(data, config)
+    candidates: dict[str, float] = {}
+    predictions: dict[str, pd.DataFrame] = {}
+    for name in learners:
+        say(f"cross-fitting the {LEARNERS[name].label} on {len(fit_part.y)} patients")
+        predictions[name] = crossfit(config, name, fit_part)
+        if len(learners) > 1:
+            quick = validate_predictions(fit_part, predictions[name], config, SELECTION_BOOTSTRAP)
+            candidates[name] = float(quick.as_metrics().get("c_for_benefit", np.nan))
+    chosen = choose(candidates) if candidates else learners[0]
+    say(f"fitting the {LEARNERS[chosen].label}")
+    fitted = fit_benefit(config, chosen, fit_part.x, fit_part.y, fit_part.treated)
+    if score_part is fit_part:
+        scored = predictions[chosen]
+    else:
+        scored = fitted.predict(score_part.x).reset_index(drop=True)
+    say(f"validating the benefit on {len(score_part.y)} patients ({how})")
+    validation = validate_predictions(score_part, scored, config, config.evaluation.n_bootstrap)
+    metrics = validation.as_metrics()
+    warnings = [*data.arms.warnings, *notes, *_limited(limited, data)]
+    warnings += [str(m) for m in validation.messages]
+    warnings += validated.warnings
+    _log_run(metrics, candidates, chosen, how, data, validated, limited)
+    summary = {
+        "chosen": chosen,
+        "selection_rule": SELECTION_RULE,
+        "validation": how,
+        "candidates_c_for_benefit": candidates,
+        "rows_in": validated.rows_in,
+        "rejected": len(validated.rejected),
+        "rejection_reasons": {str(k): int(v) for k, v in validated.reason_counts().items()},
+        "synthetic": data.synthetic,
+    }  # counts and summaries only: no patient identifier leaves the process
+    mlflow.log_dict(summary, f"{ARTIFACTS}/benefit_summary.json")
+    report_uri = None
+    if config.report.enabled:
+        say("writing the benefit report")
+        report_uri = _log_report(validation, fitted, scored, score_part, run_id)
+    say("logging and registering the model")
+    model_uri, version = _log_and_register(fitted, config, data, chosen, limited, warnings)
+    return BenefitTrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        registered_version=version,
+        outcome=describe(config.outcome),
+        synthetic=data.synthetic,
+        learner=chosen,
+        learner_label=LEARNERS[chosen].label,
+        explanation_scale=scale_of(fitted),
+        validation=how,
+        metrics=metrics,
+        candidates=candidates,
+        n_treated=data.arms.n_treated,
+        n_control=data.arms.n_control,
+        n_rejected=len(validated.rejected),
+        n_without_outcome=data.n_without_outcome,
+        trust="limited" if limited else "ok",
+        warnings=list(dict.fromkeys(warnings)),
+        report_uri=report_uri,
+    )
 
 
 def _validation_design(
@@ -329,7 +310,7 @@ def _log_report(
     patients = patients.assign(**{BENEFIT: scored[BENEFIT].to_numpy()})
     # Waterfalls explain the final model (fitted on every patient) for the validated patients.
     explanation = explain_rows(fitted, scored_on.x, scored_on.cohort["patient_id"].astype(str))
-    scale = f"{scale_of(fitted)} (treated vs control)"
+    scale = scale_words(scale_of(fitted))
     section = benefit_section(
         validation, patients, label=label, waterfalls=BenefitWaterfalls(explanation, scale)
     )

@@ -1,14 +1,18 @@
 """The explain job: load a logged model, validate new rows exactly as ``predict`` does, explain
 them with SHAP and write the researcher's report. When the model comes from a run, the report
 is logged to a new run of its own (nested under, and tagged with, the training run), never
-into the training run's artifacts."""
+into the training run's artifacts.
+
+A two-arm benefit model gets the benefit report (``reporting.benefit_explain``): SHAP of the
+predicted benefit on the scale its served top_factors use, with the benefit validation its
+training run logged under ``benefit/``."""
 
 from __future__ import annotations
 
 import io
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -18,10 +22,17 @@ from inflamrx.config import Config
 from inflamrx.data.outcomes import label_of_description
 from inflamrx.data.validate import ValidationResult
 from inflamrx.errors import InputError
+from inflamrx.jobs.benefit import ARTIFACTS as BENEFIT_ARTIFACTS
 from inflamrx.jobs.train import EVALUATION_ARTIFACTS, METRICS_TABLE_FILE, log_report
 from inflamrx.modeling.explanations import Explanation, explain_rows
 from inflamrx.modeling.kinds.base import PROBABILITY
+from inflamrx.modeling.kinds.benefit import scale_of
 from inflamrx.modeling.splits import data_digest
+from inflamrx.reporting.benefit_explain import (
+    VALIDATION_IMAGES,
+    validation_table,
+    write_benefit_report,
+)
 from inflamrx.reporting.html import (
     EVALUATION_IMAGES,
     NO_VALIDATION,
@@ -45,6 +56,11 @@ class ExplainResult:
     metadata: dict[str, object]
     run_id: str | None  # the model's training run, when the URI resolves to one
     synthetic: bool  # the model was trained on, or the data are, synthetic
+    # A benefit model's predictions (both arms, the benefit) for every accepted row, the
+    # scale its explanation is on and its harm threshold; None for a response model.
+    benefit: pd.DataFrame | None = None
+    scale: str | None = None
+    harm_threshold: float = 0.0
 
 
 def explain(
@@ -54,14 +70,6 @@ def explain(
     ``predict`` does and explain the accepted rows. Unknown ``patients`` ids are an InputError
     (the CLI exits 2)."""
     loaded = load_model(model_uri)
-    if loaded.model.kind.outputs != (PROBABILITY,):
-        # A benefit model's SHAP values explain a difference between arms, which this report
-        # (one probability, its waterfalls and dependence plots) would mislabel.
-        raise InputError(
-            f"{model_uri!r} is a benefit model: `inflamrx explain` explains response models only. "
-            "Its benefit factors are in `inflamrx predict` and served answers (top_factors), and "
-            "its benefit report (waterfalls included) is in the training run under benefit/"
-        )
     validated = validate_input(data)
     accepted = validated.accepted
     if accepted.empty:
@@ -71,8 +79,21 @@ def explain(
     x, _absent = loaded.model.inputs(accepted)  # as batch scoring: absent columns missing
     explanation = explain_rows(loaded.model, x, ids, seed=seed)
     synthetic = bool(loaded.metadata.get("synthetic_training_data", False)) or validated.synthetic
-    return ExplainResult(
+    result = ExplainResult(
         explanation, list(patients), validated, loaded.metadata, loaded.run_id, synthetic
+    )
+    if loaded.model.kind.outputs == (PROBABILITY,):
+        return result
+    # A benefit model: its explanation is of the benefit, on the learner's scale.
+    benefit = loaded.model.predict(x).reset_index(drop=True)
+    harm = loaded.settings.harm_threshold or 0.0
+    labelled = replace(explanation, model_label=str(loaded.model.estimator.label))
+    return replace(
+        result,
+        explanation=labelled,
+        benefit=benefit,
+        scale=scale_of(loaded.model),
+        harm_threshold=harm,
     )
 
 
@@ -89,26 +110,43 @@ def _check_patients(asked: list[str], known: set[str], validated: ValidationResu
     )
 
 
-def training_validation(run_id: str | None) -> ModelValidation:
-    """The metrics table and curves the training run logged under ``evaluation/``. Files are
-    fetched one by one: only what the report shows, and no folder-download progress bar."""
-    if run_id is None:
-        return NO_VALIDATION
+def _run_files(run_id: str, folder: str, names: Sequence[str]) -> dict[str, bytes]:
+    """The run's artifacts ``folder/name`` that exist, fetched one by one: only what the
+    report shows, and no folder-download progress bar."""
     found: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in (METRICS_TABLE_FILE, *EVALUATION_IMAGES):
+        for name in names:
             try:
                 path = mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=f"{EVALUATION_ARTIFACTS}/{name}", dst_path=tmp
+                    run_id=run_id, artifact_path=f"{folder}/{name}", dst_path=tmp
                 )
             except Exception:  # not logged (e.g. a model logged by hand): the report says so
                 continue
             found[name] = Path(path).read_bytes()
+    return found
+
+
+def training_validation(run_id: str | None) -> ModelValidation:
+    """The metrics table and curves the training run logged under ``evaluation/``."""
+    if run_id is None:
+        return NO_VALIDATION
+    found = _run_files(run_id, EVALUATION_ARTIFACTS, [METRICS_TABLE_FILE, *EVALUATION_IMAGES])
     csv = found.pop(METRICS_TABLE_FILE, None)
     table = None if csv is None else pd.read_csv(io.BytesIO(csv), keep_default_na=False)
     # Runs before the validation modes held out a test set: the default method says so.
     method = mlflow.get_run(run_id).data.tags.get("validation_method")
     return ModelValidation(table, found, *([method] if method else []))
+
+
+def benefit_training_validation(run_id: str | None) -> ModelValidation:
+    """The benefit metrics and figures a two-arm training run logged (``jobs.benefit``)."""
+    if run_id is None:
+        return NO_VALIDATION
+    run = mlflow.get_run(run_id)
+    images = _run_files(run_id, BENEFIT_ARTIFACTS, list(VALIDATION_IMAGES))
+    table = validation_table(run.data.metrics)
+    method = run.data.tags.get("benefit_validation", "not recorded with the run")
+    return ModelValidation(table, images, f"{method}; 95% CIs: bootstrap over its patients")
 
 
 def explain_report(
@@ -122,17 +160,24 @@ def explain_report(
     resolves to a run, log it to a new explain run. Returns the files and that run's id."""
     outcome = result.metadata.get("outcome")
     label = result.metadata.get("outcome_label")
+    benefit = result.benefit is not None
     context = ReportContext(
         model_uri=model_uri,
         outcome=str(outcome) if outcome else "not recorded with the model",
         synthetic=result.synthetic,
-        validation=training_validation(result.run_id),
+        validation=(benefit_training_validation if benefit else training_validation)(result.run_id),
         cohort=result.validation.accepted,
         n_rejected=len(result.validation.rejected),
         population="accepted rows of the data given to `inflamrx explain`",
         outcome_label=str(label) if label else label_of_description(str(outcome or "")),
     )
-    files = write_report(result.explanation, context, config.report, out, result.patients)
+    if result.benefit is not None and result.scale is not None:
+        files = write_benefit_report(
+            result.explanation, result.benefit, result.scale, result.harm_threshold,
+            context, config.report, out, result.patients,
+        )  # fmt: skip
+    else:
+        files = write_report(result.explanation, context, config.report, out, result.patients)
     if result.run_id is None:
         return files, None
     return files, log_explain_run(files, result, model_uri, config, run_name)

@@ -1,6 +1,6 @@
 """Train and validate, everything tracked in MLflow and the fitted model logged, registered and
-reported. ``split.strategy`` says how: resample (fit on every patient, validate by the bootstrap
-or repeated CV: ``modeling.validation``), holdout or site (one split, cross-validation on the
+reported. ``split.strategy`` says how: resample (fit on every patient, validate by repeated CV
+or the bootstrap: ``modeling.validation``), holdout or site (one split, cross-validation on the
 training part, one test evaluation). ``model.kind: auto`` first compares the candidate kinds
 on the same resamples (``modeling.choice``)."""
 

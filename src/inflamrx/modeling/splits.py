@@ -134,8 +134,10 @@ def prepare(validated: ValidationResult, config: Config) -> PreparedCohort:
     if config.treatment is not None:
         raise InputError(
             "this job fits single-arm response models, and the config has a treatment section "
-            "(two arms): `inflamrx train` fits the benefit model; `inflamrx tune` does not "
-            "search benefit models yet. Remove the treatment section to tune on one arm."
+            "(two arms): `inflamrx train` and `inflamrx tune` fit and tune the benefit model "
+            "(Python: inflamrx.train_benefit, inflamrx.tune_benefit). Remove the treatment "
+            "section to model "
+            "one arm."
         )
     refuse_pooled(cohort)
     y_all = derive_outcome(cohort, config.outcome)

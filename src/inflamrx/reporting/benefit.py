@@ -24,6 +24,7 @@ from inflamrx.data.crp import CRP_RULE, CRP_RULE_THRESHOLD
 from inflamrx.modeling.benefit.validation import BenefitValidation, Ranking
 from inflamrx.modeling.explanations import Explanation
 from inflamrx.modeling.factors import patient_factors
+from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED
 from inflamrx.modeling.metrics import Estimate
 from inflamrx.reporting.figures import new_axes
 
@@ -36,8 +37,8 @@ from inflamrx.reporting.html import (
     _section,
     _table,
     example_patients,
-    waterfall_figure,
 )
+from inflamrx.reporting.shap_figures import waterfall_figure
 
 BENEFIT_SECTION = "benefit"
 BENEFIT_PLOT_FILES = {
@@ -48,7 +49,7 @@ BENEFIT_PLOT_FILES = {
     "toc": "toc_curve.png",
     "benefit_decision_curve": "benefit_decision_curve.png",
 }
-BENEFIT_COLUMN = "predicted_benefit"  # the per-patient frame's column, as served
+BENEFIT_COLUMN = BENEFIT  # the per-patient frame's column, as served
 MARKERS = {"benefit_crp": ("crp_mg_l", "CRP (mg/L)"), "benefit_il6": ("il6_pg_ml", "IL-6 (pg/mL)")}
 CAVEAT = (
     "Predicted benefit is a model estimate to support a shared decision between patient and "
@@ -75,6 +76,12 @@ class BenefitWaterfalls:
     explanation: Explanation  # contributions on ``scale``; base + sum = the benefit margin
     scale: str  # e.g. "log odds ratio (drug vs placebo)" or "probability difference"
     n_patients: int = 3
+    patients: tuple[str, ...] = ()  # these ids (e.g. explain --patient); empty: spread out
+
+
+def scale_words(scale: str) -> str:
+    """A benefit explanation's scale (``kinds.benefit.scale_of``) as figures and text name it."""
+    return f"{scale} (drug vs placebo)"
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -228,7 +235,8 @@ def benefit_waterfall_figure(
     contrib = waterfalls.explanation.contrib
     margin, base = float(contrib.margin[position]), contrib.base_value
     head = f"Predicted benefit {predicted_benefit:+.2f}\n" if predicted_benefit is not None else ""
-    title = f"{head}{waterfalls.scale}: patient {margin:+.2f}, average patient {base:+.2f}"
+    # Two short lines: one long line is cut at the figure's edge.
+    title = f"{head}{waterfalls.scale}\npatient {margin:+.2f}, average patient {base:+.2f}"
     return waterfall_figure(
         waterfalls.explanation, position, factors, label, title=title,
         xlabel=f"{waterfalls.scale}\n(dashed: average patient; solid: this patient)",
@@ -318,39 +326,57 @@ def _arm_table(v: BenefitValidation) -> pd.DataFrame | None:
     )
 
 
-def _waterfalls_html(
+def waterfalls_html(
     waterfalls: BenefitWaterfalls, patients: pd.DataFrame, label: str | None
-) -> str:
+) -> tuple[str, list[bytes]]:
+    """The per-patient benefit waterfalls (HTML, and the PNGs in patient order). ``patients``
+    as for :func:`benefit_section`; where it holds both arms' probabilities they are shown."""
     explanation = waterfalls.explanation
-    ids = example_patients(explanation, waterfalls.n_patients)
+    ids = list(waterfalls.patients) or example_patients(explanation, waterfalls.n_patients)
     if not ids:
-        return ""
+        return "", []
     chosen = explanation.rows(ids)
     factors = patient_factors(chosen.contrib, chosen.x, WATERFALL_FEATURES, with_subject=True)
+    # A feature with no share of the benefit (the interaction model's non-modifiers) is not a
+    # factor, as in the served top_factors.
+    factors = [[f for f in row if float(f["log_odds"]) != 0.0] for row in factors]  # type: ignore[arg-type]
     by_id = (
-        patients.set_index(patients["patient_id"].astype(str))[BENEFIT_COLUMN]
+        patients.set_index(patients["patient_id"].astype(str))
         if "patient_id" in patients and BENEFIT_COLUMN in patients
         else None
     )
+    how = "asked for" if waterfalls.patients else "chosen spread over the predicted benefit"
     parts = [
         _p(
             f"Contributions are on the {waterfalls.scale} scale (base value + contributions = "
-            "the patient's value on that scale, exactly). Patients are chosen spread over "
-            "the predicted benefit and numbered; no identifier appears.",
+            f"the patient's value on that scale, exactly). Patients are {how} and numbered; "
+            "no identifier appears.",
             "muted",
         )
     ]
+    pngs = []
     for i, pid in enumerate(ids):
-        benefit = None if by_id is None or pid not in by_id.index else float(by_id.loc[pid])
+        row = None if by_id is None or pid not in by_id.index else by_id.loc[pid]
+        benefit = None if row is None else float(row[BENEFIT_COLUMN])
         fig = benefit_waterfall_figure(
             BenefitWaterfalls(chosen, waterfalls.scale), i, factors[i], benefit, label
         )
+        pngs.append(_png(fig))
+        arms = (
+            _p(
+                f"P(response | drug) {float(row[TREATED]):.2f}, P(response | placebo) "
+                f"{float(row[CONTROL]):.2f}: predicted benefit {benefit:+.2f}."
+            )
+            if row is not None and TREATED in row and CONTROL in row
+            else ""
+        )
         parts.append(
-            f'<div class="patient"><h3>Benefit, patient {i + 1}</h3>'
-            + _img(_png(fig), f"benefit waterfall {i + 1}", f"img-benefit-waterfall-{i + 1}")
+            f'<div class="patient"><h3>Benefit, patient {i + 1}</h3>{arms}'
+            + _img(pngs[-1], f"benefit waterfall {i + 1}", f"img-benefit-waterfall-{i + 1}")
             + "</div>"
         )
-    return f'<div id="benefit-patients"><h3>Why this patient\'s predicted benefit</h3>{"".join(parts)}</div>'
+    title = "<h3>Why this patient's predicted benefit</h3>"
+    return f'<div id="benefit-patients">{title}{"".join(parts)}</div>', pngs
 
 
 def benefit_section(
@@ -437,6 +463,6 @@ def benefit_section(
     if arms is not None:
         body += ['<h3 id="benefit-arms">Each arm\'s outcome model</h3>', _table(arms)]
     if waterfalls is not None:
-        body.append(_waterfalls_html(waterfalls, patients, label))
+        body.append(waterfalls_html(waterfalls, patients, label)[0])
     body.append(_p(CAVEAT, "muted"))
     return _section(BENEFIT_SECTION, "Who benefits: drug vs placebo", "".join(body))

@@ -206,9 +206,14 @@ def save_evaluation_plots(
 
 
 def save_tuning_plots(
-    study: Study, trials: Sequence[FrozenTrial], folder: Path, label: str | None
+    study: Study,
+    trials: Sequence[FrozenTrial],
+    folder: Path,
+    label: str | None,
+    score: tuple[str, str] = ("cross-validated AUROC, training part", "AUROC"),
 ) -> list[Path]:
-    """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state)."""
+    """Optimisation history and parameter importance (PNG, matplotlib, no pyplot state);
+    ``score``: what a trial's value is, in the title and on the axis."""
 
     def axes(title: str) -> tuple[Any, Any]:
         return new_axes(title, label, size=(6.0, 4.5))
@@ -216,7 +221,7 @@ def save_tuning_plots(
     written = []
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
-    fig, ax = axes("Optimisation history (cross-validated AUROC, training part)")
+    fig, ax = axes(f"Optimisation history ({score[0]})")
     ax.scatter([t.number for t in done], [t.value for t in done], s=14, label="complete")
     if pruned:
         last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
@@ -227,7 +232,7 @@ def save_tuning_plots(
         ax.step([t.number for t in order], np.maximum.accumulate([float(t.value or 0) for t in order]),
                 where="post", c="C3", label="best so far")  # fmt: skip
     ax.set_xlabel("trial")
-    ax.set_ylabel("AUROC")
+    ax.set_ylabel(score[1])
     ax.legend(loc="lower right", fontsize=8)
     written.append(folder / "optimisation_history.png")
     fig.savefig(written[-1], dpi=110)

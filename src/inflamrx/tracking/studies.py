@@ -103,9 +103,11 @@ def log_trial_runs(
     study: str,
     trials: Sequence[FrozenTrial],
     skip: set[int] | frozenset[int] = frozenset(),
+    value_name: str = "cv_auroc",
 ) -> None:
     """One nested MLflow run per finished trial (params, fold scores, state, duration, error),
-    each trial logged once across jobs; trials numbered in ``skip`` are not logged."""
+    each trial logged once across jobs; trials numbered in ``skip`` are not logged. The trial's
+    value is logged as ``value_name`` (a benefit study's: ``cv_c_for_benefit``)."""
     from mlflow.entities import Metric, Param, RunTag
 
     children: dict[int, Any] = {}
@@ -145,7 +147,7 @@ def log_trial_runs(
                    for step, v in t.intermediate_values.items()]  # fmt: skip
         metrics += [Metric("fold_auroc", float(v), start, i)
                     for i, v in enumerate(t.user_attrs.get("fold_auroc", []))]  # fmt: skip
-        extra = {"cv_auroc": t.value, "folds_fitted": t.user_attrs.get("folds_fitted"),
+        extra = {value_name: t.value, "folds_fitted": t.user_attrs.get("folds_fitted"),
                  "n_estimators_early_stopped": t.user_attrs.get("n_estimators_early_stopped"),
                  "duration_s": t.duration.total_seconds() if t.duration else None}  # fmt: skip
         metrics += [Metric(k, float(v), start, 0) for k, v in extra.items() if v is not None]
@@ -159,12 +161,12 @@ def log_trial_runs(
         client.set_terminated(run_id, _RUN_STATUS[t.state], _ms(t.datetime_complete))
 
 
-def trial_table(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
+def trial_table(trials: Sequence[FrozenTrial], value_name: str = "cv_auroc") -> pd.DataFrame:
     """Trial number, state, value, duration, folds, error and parameters (no patient data)."""
     rows = []
     for t in trials:
         rows.append(
-            {"trial": t.number, "state": t.state.name, "cv_auroc": t.value,
+            {"trial": t.number, "state": t.state.name, value_name: t.value,
              "duration_s": t.duration.total_seconds() if t.duration else None,
              "folds_fitted": t.user_attrs.get("folds_fitted"),
              "error": t.user_attrs.get("error"),

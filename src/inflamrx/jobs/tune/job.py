@@ -159,16 +159,7 @@ def tune(
     deadline = time.time() + timeout if timeout else None
     say(f"searching: {n_trials} trials, {options.workers} worker(s), {len(splits)} folds each")
     _search(study, url, data, config, n_trials, deadline, options.workers, started, seen)
-    trials = study.get_trials(deepcopy=False)
-    counts = count_trials(trials, n_trials)
-    seen(counts)
-    if counts.complete == 0:
-        errors = {t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL}
-        raise InputError(
-            f"no trial of study {name!r} completed ({counts.failed} failed, {counts.pruned} "
-            f"pruned); errors: {sorted(e for e in errors if e)[:3]}"
-        )
-    best = study.best_trial
+    trials, counts, best = completed_search(study, n_trials, seen)
     seconds["search"] = time.perf_counter() - clock
     fits = sum(int(t.user_attrs.get("folds_fitted", 0)) for t in trials if t.state in FINISHED)
     possible = len(splits) * sum(
@@ -191,7 +182,7 @@ def tune(
     )
     if options.search_only:
         return searched
-    earlier = _finished_before(config, name, trials, started)
+    earlier = finished_before(config, name, trials, started, ("test_auroc", "nested_auroc"))
     if earlier is not None:
         say(f"study {name!r} was already logged and registered by run {earlier['run_id']}")
         return dataclasses.replace(searched, earlier=earlier)
@@ -229,12 +220,11 @@ def _log_job(
     experiment_id = use_experiment(best_config.tracking.experiment)
     client = mlflow.MlflowClient()
     trials = study.get_trials(deepcopy=False)
-    tags = {"optuna_study": study.study_name, "optuna_storage": redact(url),
-            "best_trial": str(best.number),
-            "optuna_finished_trials": str(sum(t.state in FINISHED for t in trials))}  # fmt: skip
     # Tagged at creation: a job killed at any later moment leaves a run the next one finds.
     with tracked_run(
-        experiment_id, run_name=job_run_name("tune", best_config, data), tags=tags
+        experiment_id,
+        run_name=job_run_name("tune", best_config, data),
+        tags=study_tags(study, url, best, trials),
     ) as run:
         run_id = run.info.run_id
         log_job_inputs(data, best_config, job="tune")
@@ -246,22 +236,22 @@ def _log_job(
             "nested_auroc": nested.pooled.estimate,
             "nested_auroc_ci_low": nested.pooled.ci_low,
             "nested_auroc_ci_high": nested.pooled.ci_high,
-            "nested_auroc_fold_mean": float(np.mean(nested.fold_auroc)),
-            "nested_auroc_fold_sd": float(np.std(nested.fold_auroc)),
+            "nested_auroc_fold_mean": float(np.mean(nested.fold_scores)),
+            "nested_auroc_fold_sd": float(np.std(nested.fold_scores)),
             "trials_complete": float(counts.complete),
             "trials_pruned": float(counts.pruned),
             "trials_failed": float(counts.failed),
         }
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for f in nested.folds:
-            mlflow.log_metric("nested_fold_auroc", f.auroc, step=f.fold)
+            mlflow.log_metric("nested_fold_auroc", f.score, step=f.fold)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             label = "SYNTHETIC cohort" if data.synthetic else None
             save_tuning_plots(study, trials, folder, label)
             (folder / "best_params.json").write_text(json.dumps(best.params, indent=2))
             folds = [
-                {"fold": f.fold, "auroc": f.auroc, "best_params": f.params} for f in nested.folds
+                {"fold": f.fold, "auroc": f.score, "best_params": f.params} for f in nested.folds
             ]
             (folder / "nested.json").write_text(json.dumps(folds, indent=2))
             trial_table(trials).to_csv(folder / "trials.csv", index=False)
@@ -277,11 +267,41 @@ def _log_job(
         return result
 
 
-def _finished_before(
-    config: Config, study: str, trials: list[FrozenTrial], started: datetime
+def completed_search(
+    study: Study, n_trials: int, seen: Callable[[TrialCounts], None]
+) -> tuple[list[FrozenTrial], TrialCounts, FrozenTrial]:
+    """The study's trials, their counts and its best trial, once the search is over; an
+    InputError, with the first errors, when no trial completed."""
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials, n_trials)
+    seen(counts)
+    if counts.complete == 0:
+        errors = {t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL}
+        raise InputError(
+            f"no trial of study {study.study_name!r} completed ({counts.failed} failed, "
+            f"{counts.pruned} pruned); errors: {sorted(e for e in errors if e)[:3]}"
+        )
+    return trials, counts, study.best_trial
+
+
+def study_tags(
+    study: Study, url: str, best: FrozenTrial, trials: list[FrozenTrial]
+) -> dict[str, str]:
+    """The tags a job's parent run is created with (``tracking.studies`` finds it by them)."""
+    finished = sum(t.state in FINISHED for t in trials)
+    return {"optuna_study": study.study_name, "optuna_storage": redact(url),
+            "best_trial": str(best.number), "optuna_finished_trials": str(finished)}  # fmt: skip
+
+
+def finished_before(
+    config: Config,
+    study: str,
+    trials: list[FrozenTrial],
+    started: datetime,
+    keys: tuple[str, ...],
 ) -> dict[str, Any] | None:
-    """What the earlier job that finished this study as it stands logged, if there is one;
-    runs a killed job left RUNNING are ended first."""
+    """What the earlier job that finished this study as it stands logged (its metrics named
+    in ``keys``), if there is one; runs a killed job left RUNNING are ended first."""
     experiment_id = use_experiment(config.tracking.experiment)
     client = mlflow.MlflowClient()
     end_killed_runs(client, experiment_id, study, before=started)
@@ -294,4 +314,4 @@ def _finished_before(
         "model_uri": tags.get("model_uri"),
         "registered_version": tags.get("registered_version") or None,
         "already_logged": True,
-    } | {k: metrics[k] for k in ("test_auroc", "nested_auroc") if k in metrics}
+    } | {k: metrics[k] for k in keys if k in metrics}

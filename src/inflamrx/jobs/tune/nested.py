@@ -28,30 +28,32 @@ from inflamrx.modeling.splits import PreparedCohort, Splits
 @dataclass
 class NestedFold:
     fold: int
-    auroc: float
+    score: float  # the study's metric on this outer fold (AUROC; C-for-benefit for benefit)
     params: dict[str, Any]
     score_idx: list[int]
-    p: list[float]
+    p: list[float]  # the winner's predictions for the outer fold (probability; benefit)
 
 
 @dataclass
 class NestedEstimate:
-    """Out-of-fold AUROC of the whole tuning procedure (search included)."""
+    """Out-of-fold ``metric`` of the whole tuning procedure (search included)."""
 
     folds: list[NestedFold]
-    pooled: Estimate  # AUROC of the pooled out-of-fold predictions with its bootstrap CI
+    pooled: Estimate  # the metric of the pooled out-of-fold predictions with its bootstrap CI
+    metric: str = "auroc"  # names the summary's keys: nested_auroc, nested_c_for_benefit
 
     @property
-    def fold_auroc(self) -> list[float]:
-        return [f.auroc for f in self.folds]
+    def fold_scores(self) -> list[float]:
+        return [f.score for f in self.folds]
 
     def summary(self) -> dict[str, Any]:
+        name = f"nested_{self.metric}"
         return {
-            "nested_auroc": self.pooled.estimate,
-            "nested_auroc_ci": [self.pooled.ci_low, self.pooled.ci_high],
-            "nested_auroc_folds": self.fold_auroc,
-            "nested_auroc_fold_mean": float(np.mean(self.fold_auroc)),
-            "nested_auroc_fold_sd": float(np.std(self.fold_auroc)),
+            name: self.pooled.estimate,
+            f"{name}_ci": [self.pooled.ci_low, self.pooled.ci_high],
+            f"{name}_folds": self.fold_scores,
+            f"{name}_fold_mean": float(np.mean(self.fold_scores)),
+            f"{name}_fold_sd": float(np.std(self.fold_scores)),
         }
 
 
@@ -86,7 +88,7 @@ def nested_fold(data: PreparedCohort, config: Config, fold: int, n_trials: int) 
     p = fitted.probability(x.iloc[score_idx])
     return NestedFold(
         fold=fold,
-        auroc=float(roc_auc_score(y.iloc[score_idx], p)),
+        score=float(roc_auc_score(y.iloc[score_idx], p)),
         params=dict(best.params),
         score_idx=[int(i) for i in score_idx],
         p=[float(v) for v in p],

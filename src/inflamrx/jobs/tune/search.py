@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
@@ -117,8 +117,24 @@ def guarded_auroc(y: np.ndarray, p: np.ndarray) -> float:
     return auroc - CALIBRATION_GUARD * abs(float(np.log(slope)))
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """What a failed trial keeps of its exception (user attribute ``error``)."""
     return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class TrialObjective(Protocol):
+    """One trial's score (the response AUROC here, the benefit study's C-for-benefit in
+    ``jobs.tune.benefit``), run by the same search loop, storage and workers."""
+
+    @property
+    def config(self) -> Config: ...
+
+    def __call__(self, trial: Trial) -> float: ...
+
+
+def worker_label() -> str:
+    """host:pid, to see which process ran a trial of a shared study."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -157,7 +173,7 @@ class Objective:
             raise
         except Exception as exc:
             # The study goes on (catch=Exception); the reason stays with the failed trial.
-            trial.set_user_attr("error", _error_text(exc))
+            trial.set_user_attr("error", error_text(exc))
             raise
         _record(trial, scores, trees)
         return float(np.mean(scores))
@@ -270,7 +286,7 @@ def _fail_stale(study: Study) -> None:
 
 def run_search(
     study: Study,
-    objective: Objective,
+    objective: TrialObjective,
     n_trials: int,
     deadline: float | None,
     since: datetime,
@@ -327,12 +343,29 @@ def search_here(
     """One worker's share of the search, in the calling process, with its own sampler;
     ``since`` is when the tune job started."""
     splits = task_splits(data, config)
+    objective = Objective(config, data.x_train, data.y_train, splits, worker=worker_label())
+    pruner = make_pruner(config, len(splits))
+    search_with(study, objective, pruner, n_trials, deadline, n_existing, worker, since,
+                callbacks, on_counts)  # fmt: skip
+
+
+def search_with(
+    study: Study,
+    objective: TrialObjective,
+    pruner: optuna.pruners.BasePruner,
+    n_trials: int,
+    deadline: float | None,
+    n_existing: int,
+    worker: int,
+    since: datetime,
+    callbacks: Iterable[Callable[[Study, FrozenTrial], None]] = (),
+    on_counts: Callable[[TrialCounts], None] | None = None,
+) -> None:
+    """Run ``objective`` on the stored study from this process, with this worker's sampler."""
     local = optuna.load_study(
         study_name=study.study_name,
         storage=study._storage,
-        sampler=make_sampler(config.tuning.seed, n_existing, worker),
-        pruner=make_pruner(config, len(splits)),
+        sampler=make_sampler(objective.config.tuning.seed, n_existing, worker),
+        pruner=pruner,
     )
-    here = f"{socket.gethostname()}:{os.getpid()}"
-    objective = Objective(config, data.x_train, data.y_train, splits, worker=here)
     run_search(local, objective, n_trials, deadline, since, callbacks, on_counts)

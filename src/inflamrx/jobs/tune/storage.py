@@ -212,7 +212,7 @@ _RELEASE_0_1_MODEL = {
 _RELEASE_0_1_KINDS = ("xgboost", "logistic")
 
 
-def _space_dump(space: dict[str, ParamRange]) -> dict[str, Any]:
+def space_dump(space: dict[str, ParamRange]) -> dict[str, Any]:
     return {name: r.model_dump(mode="json") for name, r in space.items()}
 
 
@@ -229,10 +229,10 @@ def fingerprint(config: Config, digest: str) -> str:
         model = {k: v for k, v in tree["model"].items() if later.get(k, object()) != v}
         tree["model"] = _RELEASE_0_1_MODEL | model
         del tuning["space"]
-        tuning |= {f"{k}_space": _space_dump(s) for k, s in spaces.items()}
+        tuning |= {f"{k}_space": space_dump(s) for k, s in spaces.items()}
     else:
         tuning = {k: v for k, v in tuning.items() if not k.endswith("_space")}
-        tuning["space"] = _space_dump(config.tuning.space or kind_of(kind).search_space)
+        tuning["space"] = space_dump(config.tuning.space or kind_of(kind).search_space)
     # The split in release 0.1.0's shape (tune holds out a test set: holdout or site).
     split = config.split
     tree["split"] = {

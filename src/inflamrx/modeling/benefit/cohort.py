@@ -18,6 +18,7 @@ from inflamrx.data.arms import Arms, check_arms
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.validate import ValidationResult
 from inflamrx.errors import InputError
+from inflamrx.modeling.benefit.learners import SIMPLEST_FIRST, TREE_KINDS
 from inflamrx.modeling.features import model_input_columns
 from inflamrx.modeling.kinds.benefit import BENEFIT, CONTROL, TREATED, fit_benefit
 from inflamrx.modeling.splits import data_digest
@@ -78,6 +79,33 @@ def prepare_two_arm(validated: ValidationResult, config: Config) -> TwoArmCohort
     return TwoArmCohort(
         cohort, x, y, arms, int((~known).sum()), data_digest(cohort), validated.synthetic
     )
+
+
+def supported_learners(config: Config, data: TwoArmCohort) -> tuple[list[str], list[str]]:
+    """The learners this cohort supports (simplest first), and why others are left out."""
+    assert config.treatment is not None
+    t = config.treatment
+    asked: list[str] = list(SIMPLEST_FIRST) if t.learner == "auto" else [str(t.learner)]
+    notes = []
+    if data.arms.smaller < t.min_per_arm_for_learners:
+        if asked != ["interaction"]:
+            notes.append(
+                f"small trial: {data.arms.smaller} patients in the smaller arm (below "
+                f"treatment.min_per_arm_for_learners = {t.min_per_arm_for_learners}); only the "
+                "interaction model with prespecified modifiers is fitted, as the data cannot "
+                "support risk or tree models. Its intervals are wide: read them, not the point "
+                "estimates"
+            )
+        return ["interaction"], notes
+    if config.model.kind not in TREE_KINDS:
+        tree = [name for name in asked if name not in ("interaction", "risk")]
+        if tree:
+            notes.append(
+                f"model.kind {config.model.kind!r} is not a tree kind: {tree} left out "
+                f"(meta-learners use {' or '.join(TREE_KINDS)}, missing values natively)"
+            )
+        asked = [name for name in asked if name in ("interaction", "risk")] or ["interaction"]
+    return asked, notes
 
 
 def folds_for(data: TwoArmCohort, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

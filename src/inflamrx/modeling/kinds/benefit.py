@@ -24,7 +24,6 @@ from inflamrx.errors import InputError
 from inflamrx.modeling.benefit.learners import (
     LEARNERS,
     BenefitLearner,
-    DRLearnerBenefit,
     InteractionBenefit,
     RiskBenefit,
 )
@@ -74,6 +73,13 @@ class BenefitKind(ModelKind[Config]):
 
     def load(self, folder: Path, verified: bool = False) -> BenefitLearner:
         estimator: BenefitLearner = load_trusted(folder / "estimator.skops", verified)
+        if isinstance(estimator, InteractionBenefit) and hasattr(estimator, "spline_knots_"):
+            # Its coefficients belong to a B-spline CRP basis this release no longer computes.
+            raise InputError(
+                "this interaction benefit model was saved by a development build whose CRP "
+                "term was a B-spline; its coefficients do not fit the restricted cubic spline "
+                "used now. Retrain it with `inflamrx train` on its data and config"
+            )
         parts = json.loads((folder / PARTS_FILE).read_text())["xgboost_parts"]
         for key, class_name in parts.items():
             part = _XGB[class_name]()
@@ -125,11 +131,9 @@ def build_learner(learner: str, config: Config) -> BenefitLearner:
     if learner == "risk":
         return RiskBenefit(C=treatment.interaction_C, seed=seed)
     params = config.model.model_dump(exclude={"kind"})
-    if learner == "dr_learner":
-        return DRLearnerBenefit(
-            base=config.model.kind, params=params, folds=treatment.crossfit_folds, seed=seed
-        )
     cls: Any = LEARNERS[learner]
+    if learner in ("x_learner", "dr_learner"):  # cross-fitted outcome models
+        return cls(base=config.model.kind, params=params, folds=treatment.crossfit_folds, seed=seed)
     return cls(base=config.model.kind, params=params)
 
 

@@ -1,5 +1,6 @@
-"""Penalised logistic regression: median imputation, optional smooth terms (B-splines) for the
-log inflammatory markers, standardisation, L2/L1/elastic net."""
+"""Penalised logistic regression: median imputation, optional smooth terms (restricted cubic
+splines, ``MarkerSplines``: also the interaction benefit model's log CRP term) for the log
+inflammatory markers, standardisation, L2/L1/elastic net."""
 
 from __future__ import annotations
 
