@@ -284,7 +284,7 @@ def print_breakdown(trees: dict[str, list[dict[str, Any]]], n_trials: int) -> No
     print("  the other phases, seconds".ljust(46) + "".join(f"{n:>12}" for n in names))
     print(f"    {'imports (CLI, stack)':<42}" +
           "".join(f"{med(n, 'imports'):12.1f}" for n in names))  # fmt: skip
-    for _module, _name, label in JOB_STEPS:
+    for label in dict.fromkeys(label for _module, _name, label in JOB_STEPS):
         print(f"    {label:<42}" + "".join(f"{med(n, label):12.1f}" for n in names))
 
 
