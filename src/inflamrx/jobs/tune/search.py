@@ -22,7 +22,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -36,6 +36,7 @@ from sklearn.metrics import roc_auc_score
 from inflamrx.config import Config, ParamRange
 from inflamrx.modeling.kinds.base import EarlyStopping, fit_model, kind_of
 from inflamrx.modeling.metrics import calibration_intercept_slope
+from inflamrx.modeling.reused_features import FeatureMemo
 from inflamrx.modeling.splits import PreparedCohort, Splits, cv_folds
 
 # Counted against the budget (less the killed ones that were queued again): RUNNING ones are
@@ -83,15 +84,21 @@ def fold_splits(y: pd.Series, groups: pd.Series | None, n_folds: int, seed: int)
 
 
 def score_fold(
-    config: Config, x: pd.DataFrame, y: pd.Series, fit_idx: np.ndarray, score_idx: np.ndarray
+    config: Config,
+    x: pd.DataFrame,
+    y: pd.Series,
+    fit_idx: np.ndarray,
+    score_idx: np.ndarray,
+    memo: FeatureMemo | None = None,
 ) -> tuple[float, int | None]:
     """The calibration-guarded AUROC on one scoring fold of a model fitted on the other folds
     (see ``guarded_auroc``), and the rounds its early stopping kept (on an inner validation
     part of the fitting folds, never the scoring fold, so the fold never chooses the number of
-    rounds it is then scored with)."""
+    rounds it is then scored with). ``memo``: the search's feature step, computed once per
+    fold for all trials."""
     t = config.tuning
     stop = EarlyStopping(t.early_stopping_rounds, t.validation_fraction, t.seed)
-    fitted = fit_model(config, x.iloc[fit_idx], y.iloc[fit_idx], stop)
+    fitted = fit_model(config, x.iloc[fit_idx], y.iloc[fit_idx], stop, memo)
     p = fitted.probability(x.iloc[score_idx])
     guard = config.tuning.calibration_guard
     return guarded_auroc(y.iloc[score_idx].to_numpy(), p, guard), fitted.rounds_kept
@@ -145,6 +152,8 @@ class Objective:
     y: pd.Series
     splits: Splits
     worker: str = ""  # host:pid, to see which process ran a trial of a shared study
+    # The feature step's fits and transforms of x, shared by this search's trials.
+    memo: FeatureMemo = field(default_factory=FeatureMemo, repr=False, compare=False)
 
     def __call__(self, trial: Trial) -> float:
         scores: list[float] = []
@@ -155,7 +164,7 @@ class Objective:
             cfg = with_params(self.config, suggest(trial, search_space(self.config)))
             for step, (fit_idx, score_idx) in enumerate(self.splits):
                 # Module-level lookup on purpose: tests replace score_fold to make trials fail.
-                score, kept = score_fold(cfg, self.x, self.y, fit_idx, score_idx)
+                score, kept = score_fold(cfg, self.x, self.y, fit_idx, score_idx, self.memo)
                 scores.append(score)
                 trees += [kept] if kept is not None else []
                 trial.report(float(np.mean(scores)), step)

@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 
 from inflamrx.config import Config, ParamRange
 from inflamrx.modeling.features import build_feature_transformer
+from inflamrx.modeling.reused_features import FeatureMemo, ReusedFeatures
 from inflamrx.modeling.safe_io import dump_trusted, load_trusted
 
 C = TypeVar("C", bound=BaseModel)
@@ -120,10 +121,13 @@ def kind_of(name: str) -> ModelKind[Any]:
     return kind
 
 
-def build_pipeline(config: Config) -> Pipeline:
-    """The one unfitted ``Pipeline(features, model)`` of ``config``."""
+def build_pipeline(config: Config, memo: FeatureMemo | None = None) -> Pipeline:
+    """The one unfitted ``Pipeline(features, model)`` of ``config``; with ``memo``, a feature
+    step that reuses fits and transforms of rows seen before (a search's trials)."""
     exclude = sorted(set(config.features.exclude))
     features = build_feature_transformer(config.features.include, exclude)
+    if memo is not None:
+        features = ReusedFeatures(include=features.include, exclude=features.exclude, memo=memo)
     model = kind_of(config.model.kind).estimator(config.model)
     return Pipeline([("features", features), ("model", model)])
 
@@ -222,10 +226,15 @@ class FittedModel:
 
 
 def fit_model(
-    config: Config, x: pd.DataFrame, y: pd.Series, stop: EarlyStopping | None = None
+    config: Config,
+    x: pd.DataFrame,
+    y: pd.Series,
+    stop: EarlyStopping | None = None,
+    memo: FeatureMemo | None = None,
 ) -> FittedModel:
-    """Build ``config``'s pipeline and fit it on ``(x, y)`` through its kind."""
+    """Build ``config``'s pipeline and fit it on ``(x, y)`` through its kind (``memo``: see
+    ``build_pipeline``)."""
     kind = kind_of(config.model.kind)
-    pipeline = build_pipeline(config)
+    pipeline = build_pipeline(config, memo)
     rounds = kind.fit(pipeline, x, y, stop)
     return FittedModel(kind, pipeline, list(x.columns), rounds)
