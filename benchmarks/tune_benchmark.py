@@ -187,6 +187,8 @@ def plain_loop(
     splits = task_splits(data, config)
     t = config.tuning
     space = search_space(config)
+    # The guard is a config setting since tuning.calibration_guard; older trees had a constant.
+    guard = (t.calibration_guard,) if hasattr(t, "calibration_guard") else ()
     cache: dict[int, tuple[Any, Any, Any, Any, Any]] = {}
 
     def fold_matrices(step: int, fit_idx: Any, score_idx: Any) -> tuple[Any, ...]:
@@ -220,7 +222,7 @@ def plain_loop(
                                   early_stopping_rounds=t.early_stopping_rounds)  # fmt: skip
             model.fit(x_inner, y_inner, eval_set=[(x_valid, y_valid)], verbose=False)
             p = model.predict_proba(x_score)[:, 1]
-            scores.append(guarded_auroc(y.iloc[score_idx].to_numpy(), p))
+            scores.append(guarded_auroc(y.iloc[score_idx].to_numpy(), p, *guard))
             trial.report(float(np.mean(scores)), step)
             if step < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
