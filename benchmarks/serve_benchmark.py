@@ -2,12 +2,18 @@
 
 Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100000]
      .venv/bin/python benchmarks/serve_benchmark.py --only concurrency [--clients 8]
+     .venv/bin/python benchmarks/serve_benchmark.py --only latency --before ../main/src/inflamrx
 
 1. Single-record latency (p50 / p99, sequential requests from one client) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
    pyfunc with a *typed* signature of the same input columns (yes/no columns boolean, not
    "any"), served the same way: MLflow's enforcement of typed columns is in the floor, whatever
    the response model declares (issue 14; aim: p50 <= 1.5x factors off, <= 2x with three).
+   A two-arm benefit model (configs/two-arm.yaml on a simulated two-arm trial) is served the
+   same way: a benefit record against a response record, with and without factors (issue 12;
+   aim: p50 <= 2x). With ``--before SRC`` (another checkout's ``src/inflamrx``), copies of both
+   exported models whose ``code/inflamrx`` (the package a served model imports) is replaced by
+   SRC are measured in the same run, so before and after are compared side by side.
 2. Concurrency: --clients clients sending single records at once (half with factors) to
    `inflamrx serve --workers 1` and `--workers N` (N: the machine's cores): throughput, p50,
    p99 and errors.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,6 +52,7 @@ from inflamrx.config import load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
+from inflamrx.jobs.benefit import train_benefit
 from inflamrx.jobs.train import train
 from inflamrx.serving.deploy import default_workers, export
 from inflamrx.serving.pyfunc import input_schema, signature
@@ -154,6 +162,30 @@ def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[st
     }
 
 
+def _with_code(model_dir: Path, package: Path, out: Path) -> Path:
+    """A copy of ``model_dir`` serving the inflamrx package at ``package`` instead of its own."""
+    shutil.copytree(model_dir, out)
+    shutil.rmtree(out / "code" / "inflamrx")
+    shutil.copytree(
+        package, out / "code" / "inflamrx", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return out
+
+
+def _latency_table(
+    arms: list[tuple[str, Path, list[dict[str, Any]]]], root: Path
+) -> dict[str, float]:
+    """Serve each (name, folder, bodies) in turn; print p50/p99; return the p50s."""
+    rows = {}
+    for name, folder, bodies in arms:
+        ms = _latencies(folder, bodies, root / f"{name}.log")
+        rows[name] = (float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+    base = rows["trivial pyfunc, typed signature"][0]
+    for name, (p50, p99) in rows.items():
+        print(f"  {name:36s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+    return {name: p50 for name, (p50, _) in rows.items()}
+
+
 def _best(fn: object, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -169,6 +201,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--only", choices=["latency", "concurrency", "batch"], default=None)
+    parser.add_argument(
+        "--before", type=Path, default=None, help="another checkout's src/inflamrx to compare"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -183,6 +218,13 @@ def main() -> None:
         )  # fmt: skip
         result = train(config)
         served = export(result.model_uri, root / "model")
+        write_cohort(simulate_cohort(1500, seed=0, two_arm=True), root / "trial.csv")
+        trial = load_config(
+            "configs/two-arm.yaml",
+            {"data.path": str(root / "trial.csv"), "report.enabled": False,
+             "evaluation.n_bootstrap": 100, "tracking.experiment": "serve-bench-benefit"},
+        )  # fmt: skip
+        benefit = export(train_benefit(trial).model_uri, root / "benefit")
         trivial_code = root / "trivial.py"
         trivial_code.write_text(TRIVIAL)
         typed = mlflow.types.Schema(
@@ -210,17 +252,30 @@ def main() -> None:
 
         if args.only in (None, "latency"):
             print(f"single-record latency, {args.requests} sequential requests (ms)")
-            rows = {}
-            for name, folder, bodies in (
-                ("trivial pyfunc, typed signature", root / "trivial", single),
-                ("response model, 3 factors", served, single),
-                ("response model, factors off", served, no_factors),
-            ):
-                ms = _latencies(folder, bodies, root / f"{name}.log")
-                rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
-            base = rows["trivial pyfunc, typed signature"][0]
-            for name, (p50, p99) in rows.items():
-                print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+            arms = [("trivial pyfunc, typed signature", root / "trivial", single)]
+            versions = [("", served, benefit)]
+            if args.before is not None:
+                before = (
+                    "before: ",
+                    _with_code(served, args.before, root / "model-before"),
+                    _with_code(benefit, args.before, root / "benefit-before"),
+                )
+                versions.insert(0, before)
+            for tag, response_dir, benefit_dir in versions:
+                arms += [
+                    (f"{tag}response model, 3 factors", response_dir, single),
+                    (f"{tag}response model, factors off", response_dir, no_factors),
+                    (f"{tag}benefit model, 3 factors", benefit_dir, single),
+                    (f"{tag}benefit model, factors off", benefit_dir, no_factors),
+                ]
+            p50 = _latency_table(arms, root)
+            for tag, _, _ in versions:
+                for factors in ("3 factors", "factors off"):
+                    ratio = (
+                        p50[f"{tag}benefit model, {factors}"]
+                        / p50[f"{tag}response model, {factors}"]
+                    )
+                    print(f"  {tag}benefit / response, {factors}: {ratio:5.2f}x (aim <= 2x)")
 
         if args.only in (None, "concurrency"):
             mixed = [single[i] if i % 2 else no_factors[i] for i in range(len(single))]

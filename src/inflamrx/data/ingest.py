@@ -263,17 +263,19 @@ def _check_xpt_complete(path: Path, rows_read: int) -> None:
 
 def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceTable:
     """An in-memory table as a source, rows numbered from 1 (records). Values become text,
-    except, with ``keep_numbers``, float columns: typed records (a served model's input) are
-    checked as numbers directly, skipping a costly round trip through text."""
-    frame = frame.reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    except, with ``keep_numbers``, float and (NA-free) boolean columns: typed records (a served
+    model's input) are checked as they are, skipping a costly round trip through text."""
+    names = [str(c).strip() for c in frame.columns]
+    if not frame.index.equals(pd.RangeIndex(len(frame))) or names != list(frame.columns):
+        frame = frame.reset_index(drop=True)
+        frame.columns = names
     if not frame.columns.is_unique:
         repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
         raise ValueError(f"the table has repeated column names {repeated}")
     # One column at a time, in place: no concat/reorder (their cost dominates a single record).
     raw = pd.DataFrame(
         {
-            c: s if keep_numbers and pd.api.types.is_float_dtype(s) else text_column(s)
+            c: s if keep_numbers and s.dtype.kind in "fb" else text_column(s)
             for c, s in frame.items()
         },
         index=frame.index,
@@ -336,6 +338,8 @@ def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, li
     """Rename source columns to canonical ones; return the frame and the columns ignored."""
     raw = source.raw
     check_identifiers(list(raw.columns), data.drop)
+    if not data.columns and not data.drop and all(c in COLUMNS for c in raw.columns):
+        return raw, []  # canonical names already (a served record): nothing to select
     unknown = sorted(set(data.columns) - set(COLUMNS))
     if unknown:
         raise InputError(
