@@ -4,7 +4,8 @@ Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100
      .venv/bin/python benchmarks/serve_benchmark.py --only concurrency [--clients 8]
      .venv/bin/python benchmarks/serve_benchmark.py --only latency --before ../main/src/inflamrx
 
-1. Single-record latency (p50 / p99, sequential requests from one client) of the response
+1. Single-record latency (p50 / p99, sequential requests from one client, taking turns
+   between all the servers measured, which run at once) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
    pyfunc with a *typed* signature of the same input columns (yes/no columns boolean, not
    "any"), served the same way: MLflow's enforcement of typed columns is in the floor, whatever
@@ -22,7 +23,8 @@ Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100
    already transformed matrix (aim: at least 1/3 of raw).
 
 The model is trained with configs/default.yaml on a SYNTHETIC cohort; tracking goes to a
-temporary SQLite store. Servers run one at a time on 127.0.0.1.
+temporary SQLite store. Servers listen on 127.0.0.1: the latency ones all at once, the
+concurrency ones one at a time. ``--before`` code must load this checkout's saved models.
 """
 
 from __future__ import annotations
@@ -76,37 +78,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _latencies(model_dir: Path, bodies: list[dict[str, Any]], log: Path) -> np.ndarray:
-    """Serve ``model_dir``, send ``bodies`` one by one; return the latencies in ms."""
-    port = _free_port()
+@contextmanager
+def _mlflow_serve(model_dirs: list[Path], logs: list[Path]) -> Iterator[list[str]]:
+    """`mlflow models serve` on every folder at once; yields their /invocations URLs."""
     bin_dir = os.path.dirname(sys.executable)
     env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    command = [
-        os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", str(model_dir),
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(command, env=env, stdout=sink, stderr=sink, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    procs, urls = [], []
     try:
-        for _ in range(240):
-            try:
-                if requests.get(url + "/ping", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        times = []
-        with requests.Session() as session:
-            for i in range(20):  # warm-up: imports and first-call caches
-                session.post(url + "/invocations", json=bodies[i % len(bodies)]).raise_for_status()
-            for body in bodies:
-                start = time.perf_counter()
-                session.post(url + "/invocations", json=body).raise_for_status()
-                times.append(1000 * (time.perf_counter() - start))
-        return np.asarray(times)
+        for model_dir, log in zip(model_dirs, logs, strict=True):
+            port = _free_port()
+            command = [
+                os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", str(model_dir),
+                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+            ]  # fmt: skip
+            with log.open("wb") as sink:
+                procs.append(
+                    subprocess.Popen(
+                        command, env=env, stdout=sink, stderr=sink, start_new_session=True
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+        for url in urls:
+            for _ in range(960):
+                try:
+                    if requests.get(url + "/ping", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.5)
+        yield [url + "/invocations" for url in urls]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
 
 
 @contextmanager
@@ -175,15 +179,26 @@ def _with_code(model_dir: Path, package: Path, out: Path) -> Path:
 def _latency_table(
     arms: list[tuple[str, Path, list[dict[str, Any]]]], root: Path
 ) -> dict[str, float]:
-    """Serve each (name, folder, bodies) in turn; print p50/p99; return the p50s."""
-    rows = {}
-    for name, folder, bodies in arms:
-        ms = _latencies(folder, bodies, root / f"{name}.log")
-        rows[name] = (float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+    """Serve every (name, folder, bodies) at once and send the requests in turn, one to each
+    arm: on a machine loaded by other work, every arm sees the same load. Print p50/p99 and
+    return the p50s."""
+    names = [name for name, _, _ in arms]
+    logs = [root / f"{name}.log" for name in names]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with _mlflow_serve([folder for _, folder, _ in arms], logs) as urls, requests.Session() as s:
+        for (_, _, bodies), url in zip(arms, urls, strict=True):
+            for body in bodies[:20]:  # warm-up: imports and first-call caches
+                s.post(url, json=body).raise_for_status()
+        for i in range(len(arms[0][2])):
+            for (name, _, bodies), url in zip(arms, urls, strict=True):
+                start = time.perf_counter()
+                s.post(url, json=bodies[i]).raise_for_status()
+                times[name].append(1000 * (time.perf_counter() - start))
+    rows = {name: (np.percentile(ms, 50), np.percentile(ms, 99)) for name, ms in times.items()}
     base = rows["trivial pyfunc, typed signature"][0]
     for name, (p50, p99) in rows.items():
         print(f"  {name:36s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
-    return {name: p50 for name, (p50, _) in rows.items()}
+    return {name: float(p50) for name, (p50, _) in rows.items()}
 
 
 def _best(fn: object, repeat: int = 3) -> float:
