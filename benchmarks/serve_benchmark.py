@@ -3,12 +3,19 @@
 Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100000]
      .venv/bin/python benchmarks/serve_benchmark.py --only concurrency [--clients 8]
      .venv/bin/python benchmarks/serve_benchmark.py --only batch [--before ../main/src]
+     .venv/bin/python benchmarks/serve_benchmark.py --only latency [--before ../main/src]
 
-1. Single-record latency (p50 / p99, sequential requests from one client) of the response
+1. Single-record latency (p50 / p99, sequential requests from one client, taking turns
+   between all the servers measured, which run at once) of the response
    model served by `mlflow models serve`, with and without SHAP factors, against a trivial
    pyfunc with a *typed* signature of the same input columns (yes/no columns boolean, not
    "any"), served the same way: MLflow's enforcement of typed columns is in the floor, whatever
    the response model declares (issue 14; aim: p50 <= 1.5x factors off, <= 2x with three).
+   A two-arm benefit model (configs/two-arm.yaml on a simulated two-arm trial) is served the
+   same way: a benefit record against a response record, with and without factors (issue 12;
+   aim: p50 <= 2x). With ``--before SRC`` (another checkout's ``src``), copies of both
+   exported models whose ``code/inflamrx`` (the package a served model imports) is replaced by
+   SRC/inflamrx are measured in the same run, so before and after are compared side by side.
 2. Concurrency: --clients clients sending single records at once (half with factors) to
    `inflamrx serve --workers 1` and `--workers N` (N: the machine's cores): throughput, p50,
    p99 and errors.
@@ -23,9 +30,10 @@ Run: .venv/bin/python benchmarks/serve_benchmark.py [--requests 300] [--rows 100
    both side by side and says whether both gave the same probabilities and factor texts.
    Run: .venv/bin/python benchmarks/serve_benchmark.py --only batch --before ../main/src
 
-The model is trained with configs/default.yaml and ``model.kind: xgboost`` (``auto`` may
-choose a logistic model; the batch aims are about XGBoost) on a SYNTHETIC cohort; tracking
-goes to a temporary SQLite store. Servers run one at a time on 127.0.0.1.
+The response model is trained with configs/default.yaml and ``model.kind: xgboost`` (``auto``
+may choose a logistic model; the batch aims are about XGBoost) on a SYNTHETIC cohort; tracking
+goes to a temporary SQLite store. Servers listen on 127.0.0.1: the latency ones all at once,
+the concurrency ones one at a time. ``--before`` code must load this checkout's saved models.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +66,7 @@ from inflamrx.config import load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort, write_cohort
 from inflamrx.data.validate import validate_frame
+from inflamrx.jobs.benefit import train_benefit
 from inflamrx.jobs.train import train
 from inflamrx.modeling.explanations import contributions
 from inflamrx.modeling.factors import patient_factors
@@ -82,37 +92,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _latencies(model_dir: Path, bodies: list[dict[str, Any]], log: Path) -> np.ndarray:
-    """Serve ``model_dir``, send ``bodies`` one by one; return the latencies in ms."""
-    port = _free_port()
+@contextmanager
+def _mlflow_serve(model_dirs: list[Path], logs: list[Path]) -> Iterator[list[str]]:
+    """`mlflow models serve` on every folder at once; yields their /invocations URLs."""
     bin_dir = os.path.dirname(sys.executable)
     env = os.environ | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    command = [
-        os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", str(model_dir),
-        "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(command, env=env, stdout=sink, stderr=sink, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    procs, urls = [], []
     try:
-        for _ in range(240):
-            try:
-                if requests.get(url + "/ping", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        times = []
-        with requests.Session() as session:
-            for i in range(20):  # warm-up: imports and first-call caches
-                session.post(url + "/invocations", json=bodies[i % len(bodies)]).raise_for_status()
-            for body in bodies:
-                start = time.perf_counter()
-                session.post(url + "/invocations", json=body).raise_for_status()
-                times.append(1000 * (time.perf_counter() - start))
-        return np.asarray(times)
+        for model_dir, log in zip(model_dirs, logs, strict=True):
+            port = _free_port()
+            command = [
+                os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", str(model_dir),
+                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+            ]  # fmt: skip
+            with log.open("wb") as sink:
+                procs.append(
+                    subprocess.Popen(
+                        command, env=env, stdout=sink, stderr=sink, start_new_session=True
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+        for url in urls:
+            for _ in range(960):
+                try:
+                    if requests.get(url + "/ping", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.5)
+        yield [url + "/invocations" for url in urls]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
 
 
 @contextmanager
@@ -168,6 +180,41 @@ def _concurrent(url: str, bodies: list[dict[str, Any]], clients: int) -> dict[st
     }
 
 
+def _with_code(model_dir: Path, package: Path, out: Path) -> Path:
+    """A copy of ``model_dir`` serving the inflamrx package at ``package`` instead of its own."""
+    shutil.copytree(model_dir, out)
+    shutil.rmtree(out / "code" / "inflamrx")
+    shutil.copytree(
+        package, out / "code" / "inflamrx", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return out
+
+
+def _latency_table(
+    arms: list[tuple[str, Path, list[dict[str, Any]]]], root: Path
+) -> dict[str, float]:
+    """Serve every (name, folder, bodies) at once and send the requests in turn, one to each
+    arm: on a machine loaded by other work, every arm sees the same load. Print p50/p99 and
+    return the p50s."""
+    names = [name for name, _, _ in arms]
+    logs = [root / f"{name}.log" for name in names]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with _mlflow_serve([folder for _, folder, _ in arms], logs) as urls, requests.Session() as s:
+        for (_, _, bodies), url in zip(arms, urls, strict=True):
+            for body in bodies[:20]:  # warm-up: imports and first-call caches
+                s.post(url, json=body).raise_for_status()
+        for i in range(len(arms[0][2])):
+            for (name, _, bodies), url in zip(arms, urls, strict=True):
+                start = time.perf_counter()
+                s.post(url, json=bodies[i]).raise_for_status()
+                times[name].append(1000 * (time.perf_counter() - start))
+    rows = {name: (np.percentile(ms, 50), np.percentile(ms, 99)) for name, ms in times.items()}
+    base = rows["trivial pyfunc, typed signature"][0]
+    for name, (p50, p99) in rows.items():
+        print(f"  {name:36s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+    return {name: float(p50) for name, (p50, _) in rows.items()}
+
+
 def _best(fn: object, repeat: int = 3) -> float:
     times = []
     for _ in range(repeat):
@@ -183,7 +230,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--only", choices=["latency", "concurrency", "batch"], default=None)
-    parser.add_argument("--before", default=None, help="a src folder to measure beside (batch)")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="another checkout's src folder to compare"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="batch processes per version")
     parser.add_argument("--batch-worker", nargs=3, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,6 +252,13 @@ def main() -> None:
         )  # fmt: skip
         result = train(config)
         served = export(result.model_uri, root / "model")
+        write_cohort(simulate_cohort(1500, seed=0, two_arm=True), root / "trial.csv")
+        trial = load_config(
+            "configs/two-arm.yaml",
+            {"data.path": str(root / "trial.csv"), "report.enabled": False,
+             "evaluation.n_bootstrap": 100, "tracking.experiment": "serve-bench-benefit"},
+        )  # fmt: skip
+        benefit = export(train_benefit(trial).model_uri, root / "benefit")
         trivial_code = root / "trivial.py"
         trivial_code.write_text(TRIVIAL)
         typed = mlflow.types.Schema(
@@ -230,17 +286,30 @@ def main() -> None:
 
         if args.only in (None, "latency"):
             print(f"single-record latency, {args.requests} sequential requests (ms)")
-            rows = {}
-            for name, folder, bodies in (
-                ("trivial pyfunc, typed signature", root / "trivial", single),
-                ("response model, 3 factors", served, single),
-                ("response model, factors off", served, no_factors),
-            ):
-                ms = _latencies(folder, bodies, root / f"{name}.log")
-                rows[name] = (np.percentile(ms, 50), np.percentile(ms, 99))
-            base = rows["trivial pyfunc, typed signature"][0]
-            for name, (p50, p99) in rows.items():
-                print(f"  {name:28s} p50 {p50:7.2f}  p99 {p99:7.2f}  p50 ratio {p50 / base:5.2f}x")
+            arms = [("trivial pyfunc, typed signature", root / "trivial", single)]
+            versions = [("", served, benefit)]
+            if args.before is not None:
+                before = (
+                    "before: ",
+                    _with_code(served, args.before / "inflamrx", root / "model-before"),
+                    _with_code(benefit, args.before / "inflamrx", root / "benefit-before"),
+                )
+                versions.insert(0, before)
+            for tag, response_dir, benefit_dir in versions:
+                arms += [
+                    (f"{tag}response model, 3 factors", response_dir, single),
+                    (f"{tag}response model, factors off", response_dir, no_factors),
+                    (f"{tag}benefit model, 3 factors", benefit_dir, single),
+                    (f"{tag}benefit model, factors off", benefit_dir, no_factors),
+                ]
+            p50 = _latency_table(arms, root)
+            for tag, _, _ in versions:
+                for factors in ("3 factors", "factors off"):
+                    ratio = (
+                        p50[f"{tag}benefit model, {factors}"]
+                        / p50[f"{tag}response model, {factors}"]
+                    )
+                    print(f"  {tag}benefit / response, {factors}: {ratio:5.2f}x (aim <= 2x)")
 
         if args.only in (None, "concurrency"):
             mixed = [single[i] if i % 2 else no_factors[i] for i in range(len(single))]
@@ -279,7 +348,7 @@ BATCH_FIGURES = (
 )
 
 
-def _batch(served: Path, root: Path, before: str | None, rounds: int) -> None:
+def _batch(served: Path, root: Path, before: Path | None, rounds: int) -> None:
     """Run ``_batch_worker`` for this code (and ``before``'s) in alternating processes."""
     versions = {"after": None} if before is None else {"before": before, "after": None}
     order = list(versions)

@@ -610,6 +610,27 @@ def test_typed_records_are_checked_as_numbers_with_the_same_rules(
     assert result.accepted["crp_mg_l"].tolist() == [1.2, 0.4]
 
 
+def test_typed_yes_no_records_give_what_the_same_text_gives(tiny_frame: pd.DataFrame) -> None:
+    """Boolean columns (a served record's yes/no) skip the text round trip: the accepted rows,
+    the below-LOD flags merged into their markers and the problems are those of the text."""
+    typed = tiny_frame.replace("", None).assign(
+        crp_mg_l=[1.2, -4.5, 0.4],  # row 2 is rejected, whatever its yes/no values
+        crp_mg_l_below_lod=[True, False, False],
+        il6_pg_ml_below_lod=[False, True, False],
+        autoimmune_disease=[False, True, True],
+        mood_worse_with_illness=[True, False, True],
+    )
+    written = typed.astype({c: "str" for c in typed if typed[c].dtype != object})
+    fast, slow = validate_frame(typed), validate_frame(written)
+    assert (
+        typed["autoimmune_disease"].dtype == bool and written["autoimmune_disease"].dtype == "str"
+    )
+    pd.testing.assert_frame_equal(fast.accepted, slow.accepted)
+    assert fast.problems == slow.problems and len(fast.problems) == 1
+    assert fast.accepted["crp_mg_l_below_lod"].tolist() == [True, False]
+    assert fast.accepted["il6_pg_ml_below_lod"].tolist() == [False, False]
+
+
 def test_typed_float_codes_are_read_as_text_for_categories(tiny_frame: pd.DataFrame) -> None:
     coded = tiny_frame.replace("", None).assign(sex=[1.0, 2.0, 1.0])
     result = validate_frame(coded, DataConfig(recode={"sex": {"1": "M", "2": "F"}}))

@@ -271,8 +271,10 @@ def table_from_frame(frame: pd.DataFrame, keep_numbers: bool = False) -> SourceT
     except, with ``keep_numbers``, float and yes/no (bool, boolean) columns: typed records (a
     served model's input, a cohort in memory) are checked as they are, skipping a costly round
     trip through text."""
-    frame = frame.reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    names = [str(c).strip() for c in frame.columns]
+    if not frame.index.equals(pd.RangeIndex(len(frame))) or names != list(frame.columns):
+        frame = frame.reset_index(drop=True)
+        frame.columns = names
     if not frame.columns.is_unique:
         repeated = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
         raise ValueError(f"the table has repeated column names {repeated}")
@@ -339,6 +341,8 @@ def map_columns(source: SourceTable, data: DataConfig) -> tuple[pd.DataFrame, li
     """Rename source columns to canonical ones; return the frame and the columns ignored."""
     raw = source.raw
     check_identifiers(list(raw.columns), data.drop)
+    if not data.columns and not data.drop and all(c in COLUMNS for c in raw.columns):
+        return raw, []  # canonical names already (a served record): nothing to select
     unknown = sorted(set(data.columns) - set(COLUMNS))
     if unknown:
         raise InputError(

@@ -175,7 +175,7 @@ def _broken(
     """(check, mask of failing rows) of each rule of ``spec``, in ``_pandera_column``'s order.
     Missing values break no rule but ``not_nullable`` (pandera's checks ignore them too)."""
     if spec.kind in (Kind.NUMBER, Kind.INTEGER):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = column.to_numpy()  # float64: the dtype was checked before
         with np.errstate(invalid="ignore"):
             if spec.minimum is not None and spec.maximum is not None:
                 yield "in_range", ~na & ~((values >= spec.minimum) & (values <= spec.maximum))
@@ -198,13 +198,21 @@ def contract_failures(frame: pd.DataFrame) -> list[Failure]:
     pandera reports them: column by column, then nullable, unique, the rules. A required
     column that is absent is one Failure at position -1."""
     failures: list[Failure] = []
+    present = set(frame.columns)  # one set, not an Index look-up per spec of the table
     for spec in _SPECS:
-        if spec.name not in frame:
+        if spec.name not in present:
             if spec.required:
                 failures.append(Failure(-1, spec.name, "column_in_dataframe", None))
             continue
         column = frame[spec.name]
-        na = column.isna().to_numpy()
+        if spec.kind is Kind.BOOLEAN and not spec.required:
+            # Yes/no columns have no rule but their dtype: no per-cell work (a served record
+            # holds seven of them).
+            if column.dtype != _BOOLEAN_DTYPE:
+                failures.append(Failure(-1, spec.name, "dtype", str(column.dtype)))
+            continue
+        numeric = spec.kind in (Kind.NUMBER, Kind.INTEGER) and column.dtype == _NUMERIC_DTYPE
+        na = np.isnan(column.to_numpy()) if numeric else column.isna().to_numpy()
         if spec.required:
             failures += [
                 Failure(int(i), spec.name, "not_nullable", column.iloc[i])

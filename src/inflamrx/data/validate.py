@@ -184,12 +184,21 @@ class _Checker:
             )
         return np.where(bad, np.nan, values)
 
+    def yes_no(self, column: pd.Series, spec: ColumnSpec) -> pd.arrays.BooleanArray:
+        """A yes/no column: typed booleans (a served record's, a frame in memory) as they are,
+        else parsed text."""
+        if column.dtype == bool:  # numpy booleans hold no missing value
+            return pd.arrays.BooleanArray(column.to_numpy(), np.zeros(len(column), dtype=bool))
+        if pd.api.types.is_bool_dtype(column):  # pandas' nullable boolean
+            return pd.array(column, dtype="boolean")
+        return self.boolean(text_column(column), spec)
+
     def boolean(self, text: pd.Series, spec: ColumnSpec) -> pd.arrays.BooleanArray:
-        if pd.api.types.is_bool_dtype(text):  # typed yes/no (a frame in memory): nothing to parse
-            return pd.array(text, dtype="boolean")
-        # Decided once per distinct answer: a column repeats a few, however many rows it has.
-        codes, answers = pd.factorize(text.str.strip().str.lower())
-        decided = [_yes_no(answer) for answer in answers]
+        # Decided once per distinct answer: a column repeats a few, however many rows it has
+        # (stripped and lower-cased in Python: a pandas string operation per column costs
+        # more than a served record's whole check).
+        codes, answers = pd.factorize(text)
+        decided = [_yes_no(answer.strip().lower()) for answer in answers]
         yes = _by_code([d is True for d in decided], codes, missing=False, dtype=bool)
         unknown = _by_code([d is None for d in decided], codes, missing=True, dtype=bool)
         for pos in np.flatnonzero(unknown & (codes >= 0)):  # written, but not yes/no
@@ -202,11 +211,10 @@ class _Checker:
     def category(text: pd.Series, spec: ColumnSpec) -> pd.Series:
         # Match case-insensitively ("female" is not guessed, "f" becomes "F").
         by_lower = {a.lower(): a for a in spec.allowed}
-        codes, values = pd.factorize(text.str.strip())
+        codes, written = pd.factorize(text)
+        stripped = [value.strip() for value in written]  # as str.strip, once per distinct value
         # Unknown values stay as written (stripped), for the contract to reject and quote back.
-        canonical = [
-            by_lower.get(low, v) for low, v in zip(values.str.lower(), values, strict=True)
-        ]
+        canonical = [by_lower.get(v.lower(), v) for v in stripped]
         # Spread over the rows as text ("take"): no per-row conversion of Python strings.
         values_by_row = pd.array(canonical, dtype="str").take(codes, allow_fill=True)
         return pd.Series(values_by_row, index=text.index, name=text.name)
@@ -246,7 +254,7 @@ def _check_keyed_options(data: DataConfig) -> None:
 
 def _apply_missing(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     """MISSING_MARKERS in any text column, and a site's data.missing_codes, become missing."""
-    out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
+    out = frame
     for col, values in frame.items():
         # A typed float column (a served record) says missing with NaN: no marker to look for.
         hit = None if is_typed(values) else _markers(values)
@@ -261,6 +269,8 @@ def _apply_missing(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
             ).to_numpy()
             hit = coded if hit is None else hit | coded
         if hit is not None and hit.any():
+            if out is frame:  # copy-on-write: replacing a column leaves `frame` as it was
+                out = frame.copy(deep=False)
             out[col] = values.where(~hit)
     return out
 
@@ -274,6 +284,8 @@ def _markers(values: pd.Series) -> npt.NDArray[np.bool_]:
 
 
 def _apply_recode(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
+    if not data.recode:
+        return frame
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves `frame` as it was
     for col, mapping in data.recode.items():
         if col in out:
@@ -288,10 +300,12 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
     for name, column in frame.items():
         spec = COLUMNS[name]
         numeric = spec.kind in (Kind.NUMBER, Kind.INTEGER)
-        typed = (numeric and pd.api.types.is_float_dtype(column)) or (
-            spec.kind is Kind.BOOLEAN and pd.api.types.is_bool_dtype(column)
-        )
-        # Text, except typed numbers and yes/no; a float where text is expected reads '1.0' as '1'.
+        typed = numeric and pd.api.types.is_float_dtype(column)
+        if spec.kind is Kind.BOOLEAN:
+            if name not in out:  # a below-LOD flag may already have been merged below
+                out[name] = checker.yes_no(column, spec)
+            continue
+        # Text, except typed numbers; a float where text is expected reads '1.0' as '1'.
         text = column if typed else text_column(column)
         if numeric:
             below = None  # a typed number cannot say '<LOD': its flag column says it
@@ -311,16 +325,10 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
                     flagged = below.notna().to_numpy()
                 if flag in out:  # the flag column came first and is already parsed (and checked)
                     flagged = flagged | _true(out[flag])
-                elif flag in frame:
-                    written = frame[flag]  # as when the flag comes first
-                    if not pd.api.types.is_bool_dtype(written):
-                        written = text_column(written)
-                    flagged = flagged | _true(checker.boolean(written, COLUMNS[flag]))
+                elif flag in frame:  # parsed here as when the flag comes first
+                    flagged = flagged | _true(checker.yes_no(frame[flag], COLUMNS[flag]))
                 # Missing only where the value is missing and nothing says it was below the LOD.
                 out[flag] = pd.arrays.BooleanArray(flagged, np.isnan(values) & ~flagged)
-        elif spec.kind is Kind.BOOLEAN:
-            if name not in out:  # a below-LOD flag may already have been merged above
-                out[name] = checker.boolean(text, spec)
         elif spec.kind is Kind.CATEGORY:
             out[name] = checker.category(text, spec)
         else:
@@ -346,6 +354,8 @@ def _check_units(parsed: pd.DataFrame, data: DataConfig) -> None:
 
 def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray[np.bool_]:
     """Yes/no values as a numpy mask: True where yes, False where no or missing."""
+    if isinstance(flags, pd.arrays.BooleanArray):
+        return flags.to_numpy(dtype=bool, na_value=False)
     return pd.array(flags, dtype="boolean").to_numpy(dtype=bool, na_value=False)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple, TypeAlias, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,8 @@ FACIT_MAX = 52.0
 TRD_MIN_FAILED = 2
 
 Array = npt.NDArray[np.float64]
+# A cohort frame, or a mapping of its columns (transform reads a few columns of X this way).
+Columns: TypeAlias = pd.DataFrame | Mapping[str, pd.Series]
 
 
 class FeatureBlock(NamedTuple):
@@ -268,7 +270,7 @@ def resolve_selection(
 # --- computing features from a (sub)frame of canonical columns -------------------------------
 
 
-def _numbers(frame: pd.DataFrame, column: str) -> Array:
+def _numbers(frame: Columns, column: str) -> Array:
     series = frame[column]
     if series.dtype == np.float64:
         return series.to_numpy()  # the validated cohort's numbers: nothing to convert
@@ -279,14 +281,14 @@ def _numbers(frame: pd.DataFrame, column: str) -> Array:
     return np.asarray(values.to_numpy(dtype=float, na_value=np.nan), dtype=np.float64)
 
 
-def _concentrations(frame: pd.DataFrame, column: str) -> Array:
+def _concentrations(frame: Columns, column: str) -> Array:
     values = _numbers(frame, column)
     if (values < 0).any():
         raise ValueError(f"Column {column!r} has negative values; a concentration is >= 0.")
     return values
 
 
-def _booleans(frame: pd.DataFrame, column: str) -> Array:
+def _booleans(frame: Columns, column: str) -> Array:
     try:
         values = frame[column]
         if not isinstance(values.dtype, pd.BooleanDtype):  # (the validated cohort's already is)
@@ -298,18 +300,24 @@ def _booleans(frame: pd.DataFrame, column: str) -> Array:
     return np.asarray(values.to_numpy(dtype=float, na_value=np.nan), dtype=np.float64)
 
 
-def _is_category(frame: pd.DataFrame, column: str, *values: str) -> list[Array]:
+def _is_category(frame: Columns, column: str, *values: str) -> list[Array]:
     """One 1/0 indicator per value (missing where the category is), the column checked once."""
     series = frame[column]
     allowed = COLUMNS[column].allowed
-    unknown = sorted({str(v) for v in series.dropna().unique()} - set(allowed))
+    missing = series.isna().to_numpy()
+    # numpy comparisons on the values present: no pandas operation per category value
+    present = series.to_numpy(dtype=object)[~missing]
+    unknown = sorted({str(v) for v in set(present.tolist())} - set(allowed))
     if unknown:
         raise ValueError(
             f"Column {column!r} must be one of {list(allowed)} (or blank). Got {unknown[:5]}."
         )
-    missing = series.isna().to_numpy()
-    hits = [(series == value).to_numpy(dtype=float, na_value=0.0) for value in values]
-    return [np.where(missing, np.nan, hit) for hit in hits]
+    hits = []
+    for value in values:
+        hit = np.full(len(missing), np.nan)
+        hit[~missing] = present == value
+        hits.append(hit)
+    return hits
 
 
 def _flag(condition: npt.NDArray[np.bool_], source: Array) -> Array:
@@ -328,17 +336,17 @@ def _row_nanmean(matrix: Array) -> Array:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _symptom_score(frame: pd.DataFrame) -> Array:
+def _symptom_score(frame: Columns) -> Array:
     domains: dict[str, list[Array]] = {}
     for domain, column, top, reverse in _SCORE_TERMS:
-        if column in frame.columns:
+        if column in frame:
             scaled = _numbers(frame, column) / top
             domains.setdefault(domain, []).append(1.0 - scaled if reverse else scaled)
     per_domain = [_row_nanmean(np.column_stack(terms)) for terms in domains.values()]
     return _row_nanmean(np.column_stack(per_domain))
 
 
-def _compute(block: FeatureBlock, frame: pd.DataFrame) -> list[Array]:
+def _compute(block: FeatureBlock, frame: Columns) -> list[Array]:
     """The block's output columns, in the order of ``block.outputs``."""
     first = block.inputs[0]
     if block.kind == "number":
@@ -494,7 +502,9 @@ class ClinicalFeatures(TransformerMixin, BaseEstimator):
         if missing:
             raise ValueError(f"Columns passed to fit() and transform() differ: missing {missing}")
         # Read only the fitted columns: outcome and identity columns in X are never touched.
-        frame = X.loc[:, list(self.feature_names_in_)]
+        # A mapping of them, not a frame: selecting a sub-frame costs more than a single
+        # record's features.
+        frame = {str(c): X[c] for c in self.feature_names_in_}
         values = {key: _compute(_BLOCK[key], frame) for key in self.blocks_}
         columns = [column for key in self.blocks_ for column in values[key]]
         columns += [np.isnan(values[key][0]).astype(np.float64) for key in self.missing_indicators_]

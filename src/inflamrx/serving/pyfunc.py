@@ -187,15 +187,24 @@ def _check_size(frame: pd.DataFrame) -> None:
             f"the request holds {len(frame)} records; at most {MAX_ROWS} are scored per request "
             "(send smaller batches, or score a file with `inflamrx predict`)"
         )
-    for column in frame.columns:
-        values = frame[column]
-        if values.dtype.kind in "OUT" or isinstance(values.dtype, pd.StringDtype):
-            lengths = values.map(lambda v: len(v) if isinstance(v, str) else 0).to_numpy()
-            if lengths.max() > MAX_TEXT:
-                raise _bad_request(
-                    f"row {int(lengths.argmax()) + 1}: {column} holds {int(lengths.max())} "
-                    f"characters; no value of the cohort contract is longer than {MAX_TEXT}"
-                )
+    text = [
+        c
+        for c, dtype in frame.dtypes.items()
+        if dtype.kind in "OUT" or isinstance(dtype, pd.StringDtype)
+    ]
+    if not text:
+        return
+    # All text columns as one block: a pandas operation per column costs more than the check.
+    cells = frame[text].to_numpy(dtype=object)
+    lengths = np.array(
+        [[len(v) if isinstance(v, str) else 0 for v in row] for row in cells.tolist()]
+    ).reshape(cells.shape)
+    for j in np.flatnonzero(lengths.max(axis=0) > MAX_TEXT):
+        worst = lengths[:, j]
+        raise _bad_request(
+            f"row {int(worst.argmax()) + 1}: {text[j]} holds {int(worst.max())} "
+            f"characters; no value of the cohort contract is longer than {MAX_TEXT}"
+        )
 
 
 def _top_factors(params: Mapping[str, Any] | None, default: int) -> int:
