@@ -1,0 +1,257 @@
+"""Read a CSV file as text, in chunks of rows, each row with its line number.
+
+A chunk of lines that holds no quote character is one record per line: pyarrow's CSV parser
+reads it (far faster than a Python loop; nothing is converted, every value stays text). From
+the first chunk that holds a quote, a record may span lines, and ``csv.reader`` reads the rest
+of the file, tracking where each record starts. Both give the same rows: values stripped, an
+empty cell missing, a line whose cells are all blank no row (its number still counts), a line
+with the wrong number of fields kept aside (``malformed``) to be rejected, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from inflamrx.errors import InputError
+
+CHUNK_ROWS = 100_000  # about 15 MB of a typical site file per chunk
+_TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' "str" dtype
+
+
+class CsvChunk:
+    """One chunk: the values as text (original column names), line numbers, malformed lines."""
+
+    def __init__(
+        self, raw: pd.DataFrame, lines: np.ndarray, malformed: list[tuple[int, str]]
+    ) -> None:
+        self.raw = raw
+        self.lines = lines
+        self.malformed = malformed
+
+
+def _binary(path: Path) -> InputError:
+    return InputError(f"{path}: not a text CSV file (it contains binary data)")
+
+
+def read_header(path: Path, first: bytes) -> list[str]:
+    """The header's column names from its line (without quotes), checked."""
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _binary(path) from None
+    if "\x00" in line:
+        raise _binary(path)
+    try:
+        return _checked_header(path, next(csv.reader(io.StringIO(line, newline=""))))
+    except StopIteration:
+        raise InputError(f"{path}: the file is empty (no header, no rows)") from None
+
+
+def _checked_header(path: Path, names: list[str]) -> list[str]:
+    """One unique name per column, commas between them."""
+    header = [h.strip() for h in names]
+    if len(header) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if sep in header[0]:
+                raise InputError(
+                    f"{path}: the header has a single column {header[0][:60]!r}: the file seems "
+                    f"to be separated by {name}. inflamrx reads comma-separated CSV; "
+                    "save the file with commas between columns."
+                )
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes or "" in header:
+        what = f"repeated column names {dupes}" if dupes else "an empty column name"
+        raise InputError(f"{path}: the header has {what}; every column needs one unique name")
+    return header
+
+
+def csv_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CsvChunk]:
+    """The rows of a CSV file, ``chunk_rows`` lines (or records) at a time; at least one chunk
+    (empty when the file has a header only)."""
+    with path.open("rb") as f:
+        first = f.readline()
+        if b'"' in first:  # a quoted header: records may span lines from the start
+            f.seek(0)
+            yield from _quoted_chunks(path, f, None, 1, chunk_rows)
+            return
+        header = read_header(path, first)
+        line = 2  # the number of the next line
+        yielded = False
+        while True:
+            start = f.tell()
+            lines = list(itertools.islice(f, chunk_rows))
+            if not lines:
+                break
+            block = b"".join(lines)
+            if b"\x00" in block:
+                raise _binary(path)
+            if (
+                b'"' in block
+                or block.count(b"\r") != block.count(b"\r\n")
+                or max(map(len, lines)) > csv.field_size_limit()
+            ):  # a quote, a lone carriage return, a value too long: csv.reader from here on
+                f.seek(start)
+                yield from _quoted_chunks(path, f, header, line, chunk_rows)
+                return
+            yield _plain_chunk(path, header, lines, line)
+            yielded = True
+            line += len(lines)
+        if not yielded:
+            yield CsvChunk(_frame([], header), np.zeros(0, dtype=np.int64), [])
+
+
+def _plain_chunk(path: Path, header: list[str], lines: list[bytes], first: int) -> CsvChunk:
+    """Lines without quotes: one record each, split at every comma."""
+    wanted = len(header) - 1
+    good = [i for i, text in enumerate(lines) if text.count(b",") == wanted]
+    malformed: list[tuple[int, str]] = []
+    if len(good) < len(lines):
+        kept = set(good)
+        for i, text in enumerate(lines):
+            if i not in kept:
+                try:
+                    fields = text.decode("utf-8").rstrip("\r\n").split(",")
+                except UnicodeDecodeError:
+                    raise _binary(path) from None
+                if any(f.strip() for f in fields):  # a blank line is not a row
+                    malformed.append((first + i, _wrong_fields(fields, header)))
+        lines = [lines[i] for i in good]
+    if not lines:
+        return CsvChunk(_frame([], header), np.zeros(0, dtype=np.int64), malformed)
+    options = pacsv.ConvertOptions(
+        column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False, null_values=[]
+    )
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(b"".join(lines)),
+            read_options=pacsv.ReadOptions(column_names=header, use_threads=False),
+            parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
+            convert_options=options,
+        )
+    except pa.ArrowInvalid:  # the one remaining failure: bytes that are not UTF-8
+        raise _binary(path) from None
+    columns = {}
+    for name, column in zip(header, table.columns, strict=True):
+        stripped = pc.utf8_trim_whitespace(column)  # what pandas' str.strip runs
+        columns[name] = pd.Series(
+            pd.array(pc.if_else(pc.equal(stripped, ""), None, stripped), dtype=_TEXT)
+        )
+    raw = pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(len(lines)))
+    return _without_blank_rows(raw, np.asarray(good, dtype=np.int64) + first, malformed)
+
+
+def _wrong_fields(fields: list[str], header: list[str]) -> str:
+    return (
+        f"the line has {len(fields)} fields but the header has {len(header)}: "
+        f"{','.join(fields)[:200]!r}"
+    )
+
+
+def _frame(records: list[list[str]], header: list[str]) -> pd.DataFrame:
+    raw = pd.DataFrame(records, columns=header, dtype="str")
+    return raw.apply(lambda s: s.str.strip()).replace("", np.nan)
+
+
+def _without_blank_rows(
+    raw: pd.DataFrame, lines: np.ndarray, malformed: list[tuple[int, str]]
+) -> CsvChunk:
+    """A row whose cells are all blank is not a row (a line of commas, spaces)."""
+    blank = raw.isna().all(axis=1).to_numpy() if len(raw.columns) else np.zeros(0, bool)
+    if blank.any():
+        raw, lines = raw[~blank].reset_index(drop=True), lines[~blank]
+    return CsvChunk(raw, lines, malformed)
+
+
+def _quoted_chunks(
+    path: Path, f: BinaryIO, header: list[str] | None, line: int, chunk_rows: int
+) -> Iterator[CsvChunk]:
+    """``csv.reader`` from the current position to the end (``line``); ``header`` None: the
+    file's start, header included."""
+    text = io.TextIOWrapper(f, encoding="utf-8-sig" if header is None else "utf-8", newline="")
+    record: list[str] = []  # the physical lines of the record being read
+
+    def physical() -> Iterator[str]:
+        for part in text:
+            if "\x00" in part:
+                raise _binary(path)
+            record.append(part)
+            yield part
+
+    reader = csv.reader(physical())
+    offset = line - 1  # reader.line_num counts the lines from where it starts
+    try:
+        if header is None:
+            try:
+                header = _checked_header(path, next(reader))
+            except StopIteration:
+                raise InputError(f"{path}: the file is empty (no header, no rows)") from None
+            offset = 0
+        yield from _records(path, reader, record, header, offset, chunk_rows)
+    except UnicodeDecodeError:
+        raise _binary(path) from None
+    except csv.Error as err:
+        raise InputError(f"{path}: line {offset + reader.line_num}: {err}") from None
+    finally:
+        text.detach()
+
+
+def _records(
+    path: Path,
+    reader: Any,  # a csv.reader
+    record: list[str],
+    header: list[str],
+    offset: int,
+    chunk_rows: int,
+) -> Iterator[CsvChunk]:
+    records: list[list[str]] = []
+    lines: list[int] = []
+    malformed: list[tuple[int, str]] = []
+    yielded = False
+    line_num = reader.line_num
+    while True:
+        first_line = offset + line_num + 1
+        record.clear()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        line_num = reader.line_num
+        if len(record) > 1:
+            _check_closed_quotes(path, record, first_line)
+        if len(fields) == len(header):
+            records.append(fields)
+            lines.append(first_line)
+        elif any(f.strip() for f in fields):  # a blank line is not a row
+            malformed.append((first_line, _wrong_fields(fields, header)))
+        if len(records) + len(malformed) >= chunk_rows:
+            yield _without_blank_rows(_frame(records, header), np.array(lines, np.int64), malformed)
+            yielded = True
+            records, lines, malformed = [], [], []
+    if records or malformed or not yielded:
+        yield _without_blank_rows(_frame(records, header), np.array(lines, np.int64), malformed)
+
+
+def _check_closed_quotes(path: Path, lines: list[str], first_line: int) -> None:
+    """A record spanning lines must end with its quote closed.
+
+    The lenient reader runs an unclosed quote to the end of the file, which would turn every
+    following line into one value of one row: those rows would be lost, so the file is refused.
+    """
+    try:
+        list(csv.reader(io.StringIO("".join(lines), newline=""), strict=True))
+    except csv.Error:
+        raise InputError(
+            f'{path}: line {first_line}: a quote (") opens a value that is not closed properly '
+            f"(the value runs over {len(lines)} lines); close the quote or remove it"
+        ) from None
