@@ -112,6 +112,48 @@ class ValidationResult:
         keys = [f"{p.column or 'line'}: {p.check}" for p in self.problems]
         return pd.Series(keys, dtype="str").value_counts()
 
+    def summary(self, first_problems: int = 10) -> ValidationSummary:
+        accepted = self.accepted
+        return ValidationSummary(
+            n_accepted=len(accepted),
+            n_rejected=len(self.rejected),
+            problems=self.problems[:first_problems],
+            n_problems=len(self.problems),
+            reasons=self.reason_counts(),
+            ignored_columns=self.ignored_columns,
+            warnings=self.warnings,
+            near_misses=self.near_misses,
+            synthetic=self.synthetic,
+            missing=missingness(accepted),
+            markers=accepted[[c for c in REFERENCES if c in accepted]],
+        )
+
+
+@dataclass
+class ValidationSummary:
+    """What is printed about a validated cohort: from a ``ValidationResult`` (``summary``), or
+    added up chunk by chunk over a file never held whole (``data.stream``)."""
+
+    n_accepted: int
+    n_rejected: int
+    problems: list[Problem]  # the first few
+    n_problems: int
+    reasons: pd.Series  # rows per 'column: rule', most frequent first
+    ignored_columns: list[str]
+    warnings: list[str]
+    near_misses: dict[str, str]
+    synthetic: bool
+    missing: pd.Series  # percent of accepted rows missing, per canonical column
+    markers: pd.DataFrame  # the accepted rows' marker columns (``marker_summary``, ``crp_bands``)
+
+    @property
+    def rows_in(self) -> int:
+        return self.n_accepted + self.n_rejected
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.n_rejected == 0 and not self.near_misses else 1
+
 
 def _convert_units(values: FloatArray, spec: ColumnSpec, unit: str) -> FloatArray:
     factors = UNIT_FACTORS.get(spec.unit, {spec.unit: 1.0})
@@ -131,7 +173,7 @@ class _Checker:
     def __init__(self, frame: pd.DataFrame, rows: pd.Series) -> None:
         self.text = frame  # the values as written, to quote them back in messages
         self.rows = rows.to_numpy()
-        self.ids = frame["patient_id"] if "patient_id" in frame else None  # read when quoted
+        self.ids = frame.get("patient_id")  # read only when a problem names it
         self.problems: dict[int, list[Problem]] = {}
         self.bad_cells: set[tuple[int, str]] = set()
 
