@@ -88,67 +88,103 @@ def csv_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CsvChunk]:
         header = read_header(path, first)
         line = 2  # the number of the next line
         yielded = False
-        while True:
-            start = f.tell()
-            lines = list(itertools.islice(f, chunk_rows))
-            if not lines:
-                break
-            block = b"".join(lines)
+        for start, block in _line_blocks(f, chunk_rows):
             if b"\x00" in block:
                 raise _binary(path)
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _NEWLINE)
+            if block and not block.endswith(b"\n"):
+                ends = np.append(ends, len(block) - 1)  # the last line, without its newline
+            starts = np.concatenate([[0], ends[:-1] + 1])
             if (
                 b'"' in block
                 or block.count(b"\r") != block.count(b"\r\n")
-                or max(map(len, lines)) > csv.field_size_limit()
+                or int((ends - starts).max(initial=0)) >= csv.field_size_limit()
             ):  # a quote, a lone carriage return, a value too long: csv.reader from here on
                 f.seek(start)
                 yield from _quoted_chunks(path, f, header, line, chunk_rows)
                 return
-            yield _plain_chunk(path, header, lines, line)
+            yield _plain_chunk(path, header, block, starts, ends, line)
             yielded = True
-            line += len(lines)
+            line += len(ends)
         if not yielded:
             yield CsvChunk(_frame([], header), np.zeros(0, dtype=np.int64), [])
 
 
-def _plain_chunk(path: Path, header: list[str], lines: list[bytes], first: int) -> CsvChunk:
-    """Lines without quotes: one record each, split at every comma."""
-    wanted = len(header) - 1
-    good = [i for i, text in enumerate(lines) if text.count(b",") == wanted]
+_NEWLINE, _COMMA = ord("\n"), ord(",")
+_READ = 8 * 1024 * 1024
+
+
+def _line_blocks(f: BinaryIO, lines: int) -> Iterator[tuple[int, bytes]]:
+    """(file offset, bytes) of ``lines`` whole lines at a time, read 8 MB at a time."""
+    offset = f.tell()
+    pending = b""
+    while True:
+        more = f.read(_READ)
+        pending += more
+        newlines = np.flatnonzero(np.frombuffer(pending, dtype=np.uint8) == _NEWLINE)
+        done = 0  # bytes of pending already yielded
+        while len(newlines) >= lines:
+            cut = int(newlines[lines - 1]) + 1
+            yield offset, pending[done:cut]
+            offset += cut - done
+            done, newlines = cut, newlines[lines:]
+        pending = pending[done:]
+        if not more:
+            if pending:
+                yield offset, pending
+            return
+
+
+def _plain_chunk(
+    path: Path,
+    header: list[str],
+    block: bytes,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    first: int,
+) -> CsvChunk:
+    """Lines without quotes: one record each, split at every comma. ``starts``/``ends``: where
+    each line starts and where its newline is (or its last byte)."""
+    commas = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == _COMMA)
+    before = np.searchsorted(commas, starts)  # commas before each line's start
+    counts = np.diff(before, append=len(commas))
+    good = counts == len(header) - 1
     malformed: list[tuple[int, str]] = []
-    if len(good) < len(lines):
-        kept = set(good)
-        for i, text in enumerate(lines):
-            if i not in kept:
-                try:
-                    fields = text.decode("utf-8").rstrip("\r\n").split(",")
-                except UnicodeDecodeError:
-                    raise _binary(path) from None
-                if any(f.strip() for f in fields):  # a blank line is not a row
-                    malformed.append((first + i, _wrong_fields(fields, header)))
-        lines = [lines[i] for i in good]
-    if not lines:
-        return CsvChunk(_frame([], header), np.zeros(0, dtype=np.int64), malformed)
+    if not good.all():
+        for i in np.flatnonzero(~good):
+            try:
+                text = block[starts[i] : ends[i] + 1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _binary(path) from None
+            fields = text.rstrip("\r\n").split(",")
+            if any(f.strip() for f in fields):  # a blank line is not a row
+                malformed.append((first + int(i), _wrong_fields(fields, header)))
+        block = b"".join(block[s : e + 1] for s, e in zip(starts[good], ends[good], strict=True))
+    lines = np.flatnonzero(good).astype(np.int64) + first
+    if not len(lines):
+        return CsvChunk(_frame([], header), lines, malformed)
     options = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False, null_values=[]
+        column_types=dict.fromkeys(header, pa.large_string()), null_values=[""]
     )
     try:
         table = pacsv.read_csv(
-            io.BytesIO(b"".join(lines)),
+            io.BytesIO(block),
             read_options=pacsv.ReadOptions(column_names=header, use_threads=False),
             parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
             convert_options=options,
         )
     except pa.ArrowInvalid:  # the one remaining failure: bytes that are not UTF-8
         raise _binary(path) from None
+    # Without a space, tab or non-ASCII byte no value has whitespace to strip.
+    spaced = not block.isascii() or any(c in block for c in (b" ", b"\t", b"\x0b", b"\x0c"))
     columns = {}
     for name, column in zip(header, table.columns, strict=True):
-        stripped = pc.utf8_trim_whitespace(column)  # what pandas' str.strip runs
-        columns[name] = pd.Series(
-            pd.array(pc.if_else(pc.equal(stripped, ""), None, stripped), dtype=_TEXT)
-        )
-    raw = pd.DataFrame(columns, copy=False) if columns else pd.DataFrame(index=range(len(lines)))
-    return _without_blank_rows(raw, np.asarray(good, dtype=np.int64) + first, malformed)
+        if spaced:
+            column = pc.utf8_trim_whitespace(column)  # what pandas' str.strip runs
+            column = pc.if_else(pc.equal(column, ""), None, column)
+        columns[name] = pd.Series(pd.array(column, dtype=_TEXT))
+    raw = pd.DataFrame(columns, copy=False)
+    return _without_blank_rows(raw, lines, malformed)
 
 
 def _wrong_fields(fields: list[str], header: list[str]) -> str:

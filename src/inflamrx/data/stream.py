@@ -72,7 +72,8 @@ class FileSink(ChunkSink, Protocol):
 
 def _hashes(ids: pd.Series) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     values = ids.to_numpy(dtype=object)
-    first, second = (pd.util.hash_array(values, hash_key=key) for key in _KEYS)
+    # categorize=False: ids are mostly distinct, factorizing them first would only cost.
+    first, second = (pd.util.hash_array(values, hash_key=k, categorize=False) for k in _KEYS)
     return first, second
 
 
@@ -94,17 +95,15 @@ class _SeenIds:
         if not self.parts:
             return {}
         first, second, rows = (np.concatenate(p) for p in zip(*self.parts, strict=True))
-        order = np.lexsort((rows, second, first))
-        first, second, rows = first[order], second[order], rows[order]
-        same = (first[1:] == first[:-1]) & (second[1:] == second[:-1])
+        order = np.argsort(first)
+        same = first[order][1:] == first[order][:-1]  # a candidate: its first hash repeats
         if not same.any():
             return {}
+        candidates = np.unique(np.concatenate([order[1:][same], order[:-1][same]]))
         repeats: dict[tuple[int, int], list[int]] = {}
-        for i in np.flatnonzero(same):
-            key = (int(first[i]), int(second[i]))
-            group = repeats.setdefault(key, [int(rows[i])])
-            group.append(int(rows[i + 1]))
-        return repeats
+        for i in candidates:
+            repeats.setdefault((int(first[i]), int(second[i])), []).append(int(rows[i]))
+        return {key: sorted(rows) for key, rows in repeats.items() if len(rows) > 1}
 
 
 class _KnownRepeats:
