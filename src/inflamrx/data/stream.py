@@ -261,13 +261,14 @@ class TableWriter:
         self._close()
         self._started = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.partial.unlink(missing_ok=True)
         except OSError as e:
             raise InputError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def write(self, frame: pd.DataFrame) -> None:
         try:
+            if not self._started:  # no folder made for a file refused before its first chunk
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.parquet:
                 table = pa.Table.from_pandas(
                     frame,
