@@ -150,3 +150,13 @@ def test_only_a_single_csv_file_streams() -> None:
     assert streams(DataConfig(path="a.csv"))
     assert not streams(DataConfig(path="a.parquet"))
     assert not streams(DataConfig(path=["a.csv", "b.csv"], join_on="id"))
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\x1c", "\xa0"], ids=["space", "tab", "fs", "nbsp"])
+def test_cells_are_stripped_without_quotes_too(tmp_path: Path, space: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(f"id,x\n1,{space}a{space}\n2,{space}\n3,b\n", encoding="utf-8")
+    (chunk,) = csv_chunks(path)
+    assert chunk.raw["x"].tolist()[0] == "a"
+    assert pd.isna(chunk.raw["x"].iloc[1])  # blank once stripped: missing
+    assert chunk.lines.tolist() == [2, 3, 4]

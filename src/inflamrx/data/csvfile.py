@@ -110,6 +110,8 @@ def csv_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CsvChunk]:
 
 
 _NEWLINE, _COMMA = ord("\n"), ord(",")
+# What arrow's utf8_trim_whitespace (pandas' str.strip) trims in ASCII, beside line ends.
+_ASCII_SPACES = (b" ", b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
 _READ = 8 * 1024 * 1024
 
 
@@ -174,8 +176,8 @@ def _plain_chunk(
         )
     except pa.ArrowInvalid:  # the one remaining failure: bytes that are not UTF-8
         raise _binary(path) from None
-    # Without a space, tab or non-ASCII byte no value has whitespace to strip.
-    spaced = not block.isascii() or any(c in block for c in (b" ", b"\t", b"\x0b", b"\x0c"))
+    # Without a non-ASCII byte or one of these, no value has whitespace to strip.
+    spaced = not block.isascii() or any(c in block for c in _ASCII_SPACES)
     columns = {}
     for name, column in zip(header, table.columns, strict=True):
         if spaced:
