@@ -41,7 +41,7 @@ def print_warnings(warnings: list[str]) -> None:
 
 def print_validation(summary: Any) -> None:
     """Print a ``ValidationSummary`` (a whole result's, or a file's added up chunk by chunk)."""
-    from inflamrx.data.validate import crp_bands, marker_summary
+    from inflamrx.data.results import crp_bands, marker_summary
 
     label = " (SYNTHETIC data)" if summary.synthetic else ""
     out.print(

@@ -32,11 +32,9 @@ from inflamrx.config import DataConfig
 from inflamrx.data.csvfile import CHUNK_ROWS, csv_chunks
 from inflamrx.data.ingest import source_from_chunk
 from inflamrx.data.reference import REFERENCES, MedianSketch
+from inflamrx.data.results import Problem, ValidationResult, ValidationSummary
 from inflamrx.data.simulate import says_synthetic
 from inflamrx.data.validate import (
-    Problem,
-    ValidationResult,
-    ValidationSummary,
     check_rows,
     check_sketches,
     count_unusual,

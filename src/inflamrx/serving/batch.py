@@ -13,10 +13,9 @@ import pandas as pd
 
 from inflamrx.config import DataConfig
 from inflamrx.data.csvfile import CHUNK_ROWS
+from inflamrx.data.results import ValidationResult, ValidationSummary
 from inflamrx.data.stream import TableWriter, ValidatedFiles, write_stream
 from inflamrx.data.validate import (
-    ValidationResult,
-    ValidationSummary,
     validate_cohort,
     validate_frame,
 )
