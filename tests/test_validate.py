@@ -15,7 +15,13 @@ import pytest
 from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
 from inflamrx.data.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
-from inflamrx.data.validate import Problem, ValidationResult, validate_cohort, validate_frame
+from inflamrx.data.validate import (
+    Problem,
+    ValidationResult,
+    _to_float,
+    validate_cohort,
+    validate_frame,
+)
 from inflamrx.errors import InputError
 
 Writer = Callable[..., Path]
@@ -613,3 +619,29 @@ def test_typed_float_codes_are_read_as_text_for_categories(tiny_frame: pd.DataFr
     coded = tiny_frame.replace("", None).assign(sex=[1.0, 2.0, 1.0])
     result = validate_frame(coded, DataConfig(recode={"sex": {"1": "M", "2": "F"}}))
     assert result.accepted["sex"].tolist() == ["M", "F", "M"]
+
+
+# --- numbers read from text --------------------------------------------------------------------
+
+_ODD_NUMBERS = [
+    "1", "+1", "-2", ".5", "5.", "1e5", "1E-3", "-.5e2", "00012", "0.1", "1.0000000000000000001",
+    "123456789012345678901234", "1e400", "1e-400", "-1e-400", "-0", "-0.0", "1_000", "0x10",
+    "inf", "-Infinity", "nan", "Nan", "1d", "1,5", "\u0661\u0662", "  3", ".", "+", "e5", "1e",
+    "--1", "True", "high", "<0.15", None,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numbers_read_from_text_as_pandas_reads_them(seed: int) -> None:
+    """The fast reader of numeric text gives pandas' float, bit for bit, in any mixture."""
+    rng = np.random.default_rng(seed)
+    floats, digits = rng.lognormal(0, 3, 300), rng.integers(0, 9, 300)
+    decimals = [f"{v:.{d}f}" for v, d in zip(floats, digits, strict=True)]
+    integers = [str(i) for i in rng.integers(-50, 50, 50)]
+    for pool in ([*decimals, *integers, *_ODD_NUMBERS], decimals, [*integers, "-0"], integers):
+        values = list(rng.choice(np.array(pool, dtype=object), 400))
+        text = pd.Series(values, dtype="str")
+        expected = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+        got = _to_float(text)
+        assert np.array_equal(got, expected, equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(expected))
