@@ -160,3 +160,11 @@ def test_cells_are_stripped_without_quotes_too(tmp_path: Path, space: str) -> No
     assert chunk.raw["x"].tolist()[0] == "a"
     assert pd.isna(chunk.raw["x"].iloc[1])  # blank once stripped: missing
     assert chunk.lines.tolist() == [2, 3, 4]
+
+
+def test_an_empty_cell_is_missing_without_quotes_too(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text("id,x,y\n1,,a\n2,b,\n")
+    (chunk,) = csv_chunks(path)
+    assert chunk.raw["x"].isna().tolist() == [True, False]
+    assert chunk.raw["y"].isna().tolist() == [False, True]

@@ -165,7 +165,9 @@ def _plain_chunk(
     if not len(lines):
         return CsvChunk(_frame([], header), lines, malformed)
     options = pacsv.ConvertOptions(
-        column_types=dict.fromkeys(header, pa.large_string()), null_values=[""]
+        column_types=dict.fromkeys(header, pa.large_string()),
+        strings_can_be_null=True,
+        null_values=[""],  # an empty cell is missing
     )
     try:
         table = pacsv.read_csv(
