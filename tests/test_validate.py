@@ -638,7 +638,9 @@ def test_numbers_read_from_text_as_pandas_reads_them(seed: int) -> None:
     floats, digits = rng.lognormal(0, 3, 300), rng.integers(0, 9, 300)
     decimals = [f"{v:.{d}f}" for v, d in zip(floats, digits, strict=True)]
     integers = [str(i) for i in rng.integers(-50, 50, 50)]
-    for pool in ([*decimals, *integers, *_ODD_NUMBERS], decimals, [*integers, "-0"], integers):
+    arrow_reads = ["inf", "-Infinity", "nan", "Nan", "1e400", "1e-400", "-1e-400", "+1", "5."]
+    pools = ([*decimals, *integers, *_ODD_NUMBERS], [*decimals, *arrow_reads], decimals)
+    for pool in (*pools, [*integers, "-0"], integers):
         values = list(rng.choice(np.array(pool, dtype=object), 400))
         text = pd.Series(values, dtype="str")
         expected = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()

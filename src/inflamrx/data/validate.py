@@ -173,14 +173,18 @@ def _to_float(text: pd.Series) -> FloatArray:
     if not (isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"):
         return _pandas_float(text)
     values = pa.array(text.array)
-    plain = pc.match_substring_regex(values, _PLAIN_NUMBER).to_numpy(zero_copy_only=False)
-    plain = np.asarray(plain == True)  # noqa: E712 (missing values: None, not plain)
-    out = np.full(len(text), np.nan)
-    out[plain] = pc.cast(values.filter(pa.array(plain)), pa.float64()).to_numpy()
-    if np.signbit(out[plain][out[plain] == 0]).any():
+    try:  # a column of numbers only (the usual case): arrow reads it whole
+        out = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
+        other = None
+    except pa.ArrowInvalid:  # arrow the plain decimal values, pandas the rest
+        plain = pc.match_substring_regex(values, _PLAIN_NUMBER).to_numpy(zero_copy_only=False)
+        plain = np.asarray(plain == True)  # noqa: E712 (missing values: None, not plain)
+        out = np.full(len(text), np.nan)
+        out[plain] = pc.cast(values.filter(pa.array(plain)), pa.float64()).to_numpy()
+        other = ~plain & text.notna().to_numpy()
+    if np.signbit(out[out == 0]).any():
         return _pandas_float(text)
-    other = ~plain & text.notna().to_numpy()
-    if other.any():
+    if other is not None and other.any():
         out[other] = _pandas_float(text[other])
     return out
 
