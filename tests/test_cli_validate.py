@@ -101,6 +101,22 @@ def test_exit_1_when_some_rows_are_rejected(write_tiny: Writer, tmp_path: Path) 
     assert rejected["reason"].tolist()[1] == "sex = 'X': sex must be one of F, M"
 
 
+def test_chunk_rows_change_nothing_but_memory(write_tiny: Writer, tmp_path: Path) -> None:
+    path = write_tiny({(3, "crp_mg_l"): "-1", (4, "patient_id"): "p1"})
+    outputs = []
+    for chunk_rows in ("100000", "1"):
+        result = validate(path, tmp_path / chunk_rows, "--chunk-rows", chunk_rows)
+        assert result.exit_code == 1
+        files = tmp_path / chunk_rows / "out"
+        rejected = (files / "rejected.csv").read_text()
+        outputs.append(
+            (result.stdout, result.stderr, rejected, pd.read_parquet(files / "clean.parquet"))
+        )
+    assert outputs[0][:3] == outputs[1][:3]
+    pd.testing.assert_frame_equal(outputs[0][3], outputs[1][3])
+    assert "patient_id must be unique; it appears on rows [2, 4]" in outputs[1][2]
+
+
 def test_many_problems_are_summarised(write_file: Writer, tmp_path: Path) -> None:
     rows = "".join(f"p{i},17,F,1\n" for i in range(12))
     result = validate(write_file("patient_id,age,sex,crp_mg_l\n" + rows), tmp_path)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from inflamrx.data.crp import CRP_BAND_LABELS, CRP_RULE, crp_band, crp_rule
-from inflamrx.data.validate import crp_bands
+from inflamrx.data.results import crp_bands
 from inflamrx.modeling.features import ClinicalFeatures
 
 FLAGS = ["CRP 1-3 mg/L", "CRP 3-10 mg/L", "CRP > 10 mg/L (possible acute infection)"]

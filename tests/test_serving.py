@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import fractions
 import json
 import shutil
@@ -32,14 +33,14 @@ from conftest import (
     tracking_in,
 )
 from inflamrx.cli import app
-from inflamrx.config import load_config
+from inflamrx.config import DataConfig, load_config
 from inflamrx.data.schema import OUTCOME_COLUMNS
 from inflamrx.data.simulate import simulate_cohort
 from inflamrx.data.validate import validate_frame
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import TrainResult, train
 from inflamrx.modeling.safe_io import UntrustedArtifactError, load_trusted
-from inflamrx.serving.batch import load_model
+from inflamrx.serving.batch import load_model, predict, predict_file
 from inflamrx.serving.deploy import export, promote
 from inflamrx.serving.pyfunc import MAX_ROWS
 
@@ -173,6 +174,27 @@ def test_top_factors_follow_the_request_params(
     assert [p["top_factors"] for p in off.json()["predictions"]] == [[], []]
     five = _post(server, {"dataframe_records": records, "params": {"top_factors": 5}})
     assert [len(p["top_factors"]) for p in five.json()["predictions"]] == [5, 5]
+
+
+def test_predict_of_a_csv_file_in_chunks_writes_what_the_whole_table_gives(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    cohort = simulate_cohort(60, seed=98).cohort.astype("str").fillna("")
+    cohort.loc[3, "crp_mg_l"] = "high"
+    cohort.loc[50, "patient_id"] = cohort.loc[2, "patient_id"]  # repeated in another chunk
+    path = tmp_path / "new.csv"
+    cohort.to_csv(path, index=False)
+    whole = predict(trained.model_uri, str(path))
+    whole.predictions.to_csv(tmp_path / "whole.csv", index=False, quoting=csv.QUOTE_ALL)
+    whole.validation.rejected.to_csv(tmp_path / "whole-r.csv", index=False, quoting=csv.QUOTE_ALL)
+    out, rejected = tmp_path / "p.csv", tmp_path / "r.csv"
+    streamed = predict_file(trained.model_uri, DataConfig(path=str(path)), out, rejected, 7)
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert rejected.read_bytes() == (tmp_path / "whole-r.csv").read_bytes()
+    assert streamed.n_scored == len(whole.predictions) == 57
+    assert streamed.validation.rows_in == 60
+    assert streamed.warnings == whole.warnings
+    assert streamed.threshold == whole.threshold
 
 
 def test_an_unusual_but_valid_value_is_scored_with_a_warning(

@@ -16,7 +16,13 @@ from conftest import NHANES, TINY_HEADER, TINY_ROWS, csv_text
 from inflamrx.config import DataConfig
 from inflamrx.data.schema import HAMD17_ITEM_MAX, SCALE_ITEMS, cohort_schema
 from inflamrx.data.simulate import simulate_cohort
-from inflamrx.data.validate import Problem, ValidationResult, validate_cohort, validate_frame
+from inflamrx.data.validate import (
+    Problem,
+    ValidationResult,
+    _to_float,
+    validate_cohort,
+    validate_frame,
+)
 from inflamrx.errors import InputError
 
 Writer = Callable[..., Path]
@@ -666,3 +672,31 @@ def test_typed_yes_no_columns_give_what_their_text_gives(
     assert [str(p) for p in fast.problems] == [str(p) for p in slow.problems]
     assert len(fast.problems) >= 3
     pd.testing.assert_frame_equal(fast.rejected.astype("str"), slow.rejected.astype("str"))
+
+
+# --- numbers read from text --------------------------------------------------------------------
+
+_ODD_NUMBERS = [
+    "1", "+1", "-2", ".5", "5.", "1e5", "1E-3", "-.5e2", "00012", "0.1", "1.0000000000000000001",
+    "123456789012345678901234", "1e400", "1e-400", "-1e-400", "-0", "-0.0", "1_000", "0x10",
+    "inf", "-Infinity", "nan", "Nan", "1d", "1,5", "\u0661\u0662", "  3", ".", "+", "e5", "1e",
+    "--1", "True", "high", "<0.15", None,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numbers_read_from_text_as_pandas_reads_them(seed: int) -> None:
+    """The fast reader of numeric text gives pandas' float, bit for bit, in any mixture."""
+    rng = np.random.default_rng(seed)
+    floats, digits = rng.lognormal(0, 3, 300), rng.integers(0, 9, 300)
+    decimals = [f"{v:.{d}f}" for v, d in zip(floats, digits, strict=True)]
+    integers = [str(i) for i in rng.integers(-50, 50, 50)]
+    arrow_reads = ["inf", "-Infinity", "nan", "Nan", "1e400", "1e-400", "-1e-400", "+1", "5."]
+    pools = ([*decimals, *integers, *_ODD_NUMBERS], [*decimals, *arrow_reads], decimals)
+    for pool in (*pools, [*integers, "-0"], integers):
+        values = list(rng.choice(np.array(pool, dtype=object), 400))
+        text = pd.Series(values, dtype="str")
+        expected = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+        got = _to_float(text)
+        assert np.array_equal(got, expected, equal_nan=True)
+        assert np.array_equal(np.signbit(got), np.signbit(expected))

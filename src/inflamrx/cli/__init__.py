@@ -42,6 +42,14 @@ ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config (default: the embedded default).")
 ]
 DataOpt = Annotated[str | None, typer.Option("--data", help="Overrides data.path.")]
+ChunkRowsOpt = Annotated[
+    int,
+    typer.Option(
+        "--chunk-rows",
+        min=1,
+        help="A CSV file is read this many rows at a time (memory grows with it, not the file).",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -212,18 +220,24 @@ def validate(
     rejected: Annotated[
         Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")
     ] = None,
+    chunk_rows: ChunkRowsOpt = 100_000,
 ) -> None:
     """Check a cohort against the data contract. Exit 0: all accepted, 1: some rejected, 2: unusable."""
+    from inflamrx.data.stream import ValidatedFiles, streams, write_stream
     from inflamrx.data.validate import validate_cohort
 
     cfg = _config(config, data, sets)
-    result = validate_cohort(cfg.data)
-    if out_path is not None:
-        write_table(result.accepted, out_path)
-    if rejected is not None:
-        write_table(result.rejected, rejected)
-    print_validation(result, synthetic=result.synthetic)
-    raise typer.Exit(result.exit_code)
+    if streams(cfg.data):  # one CSV file: chunk by chunk, whatever its size
+        summary = write_stream(cfg.data, ValidatedFiles(out_path, rejected), chunk_rows)
+    else:
+        result = validate_cohort(cfg.data)
+        if out_path is not None:
+            write_table(result.accepted, out_path)
+        if rejected is not None:
+            write_table(result.rejected, rejected)
+        summary = result.summary()
+    print_validation(summary)
+    raise typer.Exit(summary.exit_code)
 
 
 @app.command()
@@ -357,6 +371,7 @@ def predict(
     rejected: Annotated[
         Path | None, typer.Option("--rejected", help="Write rejected rows with a reason (CSV).")
     ] = None,
+    chunk_rows: ChunkRowsOpt = 100_000,
 ) -> None:
     """Score patients with a logged model, through the same data contract as training."""
     from inflamrx.serving.lookup import model_info
@@ -364,19 +379,31 @@ def predict(
     _quiet_libraries()
     cfg = _config(config, data, sets)
     model_info(model)  # an unknown model is refused before the modelling stack is imported
+    from inflamrx.data.stream import streams
     from inflamrx.serving.batch import predict as run_predict
+    from inflamrx.serving.batch import predict_file
 
-    result = run_predict(model, cfg.data)
-    write_table(result.predictions, out_path)
-    if rejected is not None:
-        write_table(result.validation.rejected, rejected)
-    v = result.validation
+    if streams(cfg.data):  # one CSV file: chunk by chunk, predictions written as they come
+        streamed = predict_file(model, cfg.data, out_path, rejected, chunk_rows)
+        n_scored, v, threshold = streamed.n_scored, streamed.validation, streamed.threshold
+        warnings = streamed.warnings
+    else:
+        result = run_predict(model, cfg.data)
+        write_table(result.predictions, out_path)
+        if rejected is not None:
+            write_table(result.validation.rejected, rejected)
+        n_scored, v, threshold = (
+            len(result.predictions),
+            result.validation.summary(),
+            result.threshold,
+        )
+        warnings = result.warnings
     out.print(
-        f"rows in {v.rows_in}: scored {len(result.predictions)}, rejected {len(v.rejected)}; threshold {result.threshold:g}; written {out_path}"
+        f"rows in {v.rows_in}: scored {n_scored}, rejected {v.n_rejected}; threshold {threshold:g}; written {out_path}"
     )
     for problem in v.problems[:10]:
         err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-    print_warnings(result.warnings)
+    print_warnings(warnings)
     raise typer.Exit(v.exit_code)
 
 

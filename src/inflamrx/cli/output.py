@@ -39,40 +39,36 @@ def print_warnings(warnings: list[str]) -> None:
         out.print("warning: " + warning, style="yellow", markup=False)
 
 
-def print_validation(result: Any, synthetic: bool) -> None:
-    from inflamrx.data.validate import crp_bands, marker_summary, missingness
+def print_validation(summary: Any) -> None:
+    """Print a ``ValidationSummary`` (a whole result's, or a file's added up chunk by chunk)."""
+    from inflamrx.data.results import crp_bands, marker_summary
 
-    label = " (SYNTHETIC data)" if synthetic else ""
+    label = " (SYNTHETIC data)" if summary.synthetic else ""
     out.print(
-        f"[bold]rows in {result.rows_in}[/]: accepted {len(result.accepted)}, "
-        f"rejected {len(result.rejected)}{label}"
+        f"[bold]rows in {summary.rows_in}[/]: accepted {summary.n_accepted}, "
+        f"rejected {summary.n_rejected}{label}"
     )
-    if result.problems:
-        counts = result.reason_counts()
+    if summary.n_problems:
         table = Table(title="Reasons for rejection", show_lines=False)
         table.add_column("rows", justify="right")
         table.add_column("column: rule")
-        for reason, count in counts.head(20).items():
+        for reason, count in summary.reasons.head(20).items():
             table.add_row(str(count), Text(str(reason)))
         out.print(table)
-        for problem in result.problems[:10]:
-            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-        if len(result.problems) > 10:
-            err.print(f"... and {len(result.problems) - 10} more problems (see the rejected file)")
-    print_warnings(result.warnings)
-    if result.ignored_columns:
-        ignored = f"ignored source columns (not in the contract): {result.ignored_columns[:20]}"
+        print_problems(summary.problems, summary.n_problems)
+    print_warnings(summary.warnings)
+    if summary.ignored_columns:
+        ignored = f"ignored source columns (not in the contract): {summary.ignored_columns[:20]}"
         out.print(ignored, markup=False)
-    if result.accepted.empty:
+    if summary.n_accepted == 0:
         return
-    miss = missingness(result.accepted)
-    miss = miss[miss > 0]
+    miss = summary.missing[summary.missing > 0]
     if len(miss):
         out.print(
             "missing values (% of accepted rows): "
             + ", ".join(f"{c} {v:.1f}%" for c, v in miss.items())
         )
-    markers = marker_summary(result.accepted)
+    markers = marker_summary(summary.markers)
     table = Table(title="Markers against reference ranges (accepted rows)")
     for col in ("marker", "n", "median", "IQR", "% above ref.", "reference"):
         table.add_column(col)
@@ -82,8 +78,16 @@ def print_validation(result: Any, synthetic: bool) -> None:
             f"{row[5]:.1f}", row.reference,
         )  # fmt: skip
     out.print(table)
-    bands = crp_bands(result.accepted)
+    bands = crp_bands(summary.markers)
     out.print("CRP bands (mg/L): " + ", ".join(f"{k}: {v:.1f}%" for k, v in bands.items()))
+
+
+def print_problems(problems: list[Any], total: int) -> None:
+    """The first problems (to stderr), and how many more are in the rejected file."""
+    for problem in problems[:10]:
+        err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if total > 10:
+        err.print(f"... and {total - 10} more problems (see the rejected file)")
 
 
 def print_benefit_training(result: Any) -> None:

@@ -6,8 +6,6 @@ as ``<0.15`` or ``high`` must reach the validator as it was written, with its li
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import warnings
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from inflamrx.config import DataConfig
+from inflamrx.data.csvfile import CsvChunk, csv_chunks
 from inflamrx.data.schema import COLUMNS
 from inflamrx.errors import InputError
 
@@ -111,78 +110,19 @@ def text_column(s: pd.Series) -> pd.Series:
 
 
 def _read_csv(path: Path) -> SourceTable:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file (it contains binary data)") from None
-    if "\x00" in text:
-        raise InputError(f"{path}: not a text CSV file (it contains binary data)")
-    physical = io.StringIO(text, newline="").readlines()  # the lines csv.reader sees
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise InputError(f"{path}: the file is empty (no header, no rows)") from None
-    except csv.Error as err:
-        raise InputError(f"{path}: cannot read the header line: {err}") from None
-    header = [h.strip() for h in header]
-    if len(header) == 1:
-        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
-            if sep in header[0]:
-                raise InputError(
-                    f"{path}: the header has a single column {header[0][:60]!r}: the file seems "
-                    f"to be separated by {name}. inflamrx reads comma-separated CSV; "
-                    "save the file with commas between columns."
-                )
-    dupes = sorted({h for h in header if header.count(h) > 1})
-    if dupes or "" in header:
-        what = f"repeated column names {dupes}" if dupes else "an empty column name"
-        raise InputError(f"{path}: the header has {what}; every column needs one unique name")
-    records: list[list[str]] = []
-    lines: list[int] = []
-    malformed: list[tuple[int, str]] = []
-    try:
-        while True:
-            first_line = reader.line_num + 1
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            if reader.line_num > first_line:
-                _check_closed_quotes(path, physical[first_line - 1 : reader.line_num], first_line)
-            if not any(f.strip() for f in fields):
-                continue  # a blank line is not a row
-            if len(fields) == len(header):
-                records.append(fields)
-                lines.append(first_line)
-            else:
-                malformed.append(
-                    (
-                        first_line,
-                        f"the line has {len(fields)} fields but the header has {len(header)}: "
-                        f"{','.join(fields)[:200]!r}",
-                    )
-                )
-    except csv.Error as err:
-        raise InputError(f"{path}: line {reader.line_num}: {err}") from None
-    raw = pd.DataFrame(records, columns=header, dtype="str")
-    raw = raw.apply(lambda s: s.str.strip()).replace("", np.nan)
-    return SourceTable(raw, pd.Series(lines, dtype="int64"), tuple(malformed))
+    """The whole file in memory: its chunks (``csv_chunks``) put together."""
+    chunks = list(csv_chunks(path))
+    if len(chunks) == 1:
+        return source_from_chunk(chunks[0])
+    return SourceTable(
+        pd.concat([c.raw for c in chunks], ignore_index=True),
+        pd.Series(np.concatenate([c.lines for c in chunks]), dtype="int64"),
+        tuple(m for c in chunks for m in c.malformed),
+    )
 
 
-def _check_closed_quotes(path: Path, lines: list[str], first_line: int) -> None:
-    """A record spanning lines must end with its quote closed.
-
-    The lenient reader runs an unclosed quote to the end of the file, which would turn every
-    following line into one value of one row: those rows would be lost, so the file is refused.
-    """
-    try:
-        list(csv.reader(io.StringIO("".join(lines), newline=""), strict=True))
-    except csv.Error:
-        raise InputError(
-            f'{path}: line {first_line}: a quote (") opens a value that is not closed properly '
-            f"(the value runs over {len(lines)} lines); close the quote or remove it"
-        ) from None
+def source_from_chunk(chunk: CsvChunk) -> SourceTable:
+    return SourceTable(chunk.raw, pd.Series(chunk.lines, dtype="int64"), tuple(chunk.malformed))
 
 
 def _read_one(path: Path) -> SourceTable:

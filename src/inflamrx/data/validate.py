@@ -7,17 +7,17 @@ Nothing is lost: every input row ends up either accepted or rejected with its re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from inflamrx.config import DataConfig
-from inflamrx.data.crp import CRP_ACUTE_INFECTION, CRP_BAND_LABELS, crp_band
+from inflamrx.data.crp import CRP_ACUTE_INFECTION
 from inflamrx.data.ingest import (
     ROW,
     SourceTable,
@@ -30,6 +30,7 @@ from inflamrx.data.ingest import (
 )
 from inflamrx.data.names import closest_canonical
 from inflamrx.data.reference import MIN_VALUES, REFERENCES, MedianSketch, unit_problem
+from inflamrx.data.results import Problem, ValidationResult
 from inflamrx.data.scales import score_scales
 from inflamrx.data.schema import (
     COLUMNS,
@@ -44,6 +45,9 @@ from inflamrx.data.simulate import says_synthetic
 from inflamrx.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
+# Which rows of a chunk hold a patient_id repeated in the file, each with every row holding it.
+RepeatsOf = Callable[[pd.Series, npt.NDArray[np.int64]], Mapping[int, list[int]]]
+_TEXT = pd.api.types.pandas_dtype("str")
 
 _LOD = re.compile(r"^<\s*=?\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 _TRUE = {"true", "t", "yes", "y", "1"}
@@ -61,53 +65,6 @@ UNUSUAL = {
         "CRP above 10 mg/L: possible acute infection; consider repeating",
     )
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    row: int
-    patient_id: str | None
-    column: str
-    value: str
-    rule: str
-    check: str = "rule"  # short name of the rule broken, for counting
-    withheld: bool = False  # the value may be patient information: never quoted back
-
-    def reason(self) -> str:
-        if not self.column:
-            return self.rule
-        if self.withheld:
-            return f"{self.column}: {self.rule}"
-        shown = "(empty)" if self.value == "" else repr(self.value)
-        return f"{self.column} = {shown}: {self.rule}"
-
-    def __str__(self) -> str:
-        who = f" (patient {self.patient_id})" if self.patient_id else ""
-        return f"row {self.row}{who}: {self.reason()}"
-
-
-@dataclass
-class ValidationResult:
-    accepted: pd.DataFrame  # canonical cohort, canonical dtypes
-    rejected: pd.DataFrame  # source values as text + ROW + reason
-    problems: list[Problem]
-    ignored_columns: list[str] = field(default_factory=list)  # resembling no canonical name
-    warnings: list[str] = field(default_factory=list)
-    # Source columns not read though they look like an absent canonical one: {source: canonical}.
-    near_misses: dict[str, str] = field(default_factory=dict)
-    synthetic: bool = False  # the data say they are synthetic (data.simulate.says_synthetic)
-
-    @property
-    def rows_in(self) -> int:
-        return len(self.accepted) + len(self.rejected)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.rejected.empty and not self.near_misses else 1
-
-    def reason_counts(self) -> pd.Series:
-        keys = [f"{p.column or 'line'}: {p.check}" for p in self.problems]
-        return pd.Series(keys, dtype="str").value_counts()
 
 
 def _convert_units(values: FloatArray, spec: ColumnSpec, unit: str) -> FloatArray:
@@ -128,14 +85,10 @@ class _Checker:
     def __init__(self, frame: pd.DataFrame, rows: pd.Series) -> None:
         self.text = frame  # the values as written, to quote them back in messages
         self.rows = rows.to_numpy()
-        self.id_column = frame.get("patient_id")
+        # Read only when a problem names it: every id as text cost 0.4 s at 100,000 rows.
+        self.ids = frame.get("patient_id")
         self.problems: dict[int, list[Problem]] = {}
         self.bad_cells: set[tuple[int, str]] = set()
-
-    @cached_property
-    def ids(self) -> npt.NDArray[np.object_] | None:
-        # Read once a Problem needs it: a list of every id as text cost 0.4 s at 100,000 rows.
-        return None if self.id_column is None else self.id_column.to_numpy(dtype=object)
 
     def add(
         self, pos: int, column: str, value: object, rule: str, check: str, withheld: bool = False
@@ -147,8 +100,9 @@ class _Checker:
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
         if isinstance(value, float) and value.is_integer():
             text = str(int(value))  # a typed 75.0 is quoted as a site would write it: '75'
-        patient = None if self.ids is None or pd.isna(self.ids[pos]) else str(self.ids[pos])
-        problem = Problem(int(self.rows[pos]), patient, column, text, rule, check, withheld)
+        pid = None if self.ids is None else self.ids.iloc[pos]
+        pid = None if pd.isna(pid) else str(pid)
+        problem = Problem(int(self.rows[pos]), pid, column, text, rule, check, withheld)
         self.problems.setdefault(pos, []).append(problem)
         self.bad_cells.add((pos, column))
 
@@ -171,7 +125,7 @@ class _Checker:
             values = text.to_numpy(dtype=np.float64)
             bad = np.isinf(values)
         else:
-            values = pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+            values = _to_float(text)
             bad = text.notna().to_numpy() & ~np.isfinite(values)  # unreadable, or infinite
         for pos in np.flatnonzero(bad):
             hint = " (or '<LOD' when below the detection limit)" if spec.lod else ""
@@ -218,6 +172,48 @@ class _Checker:
         # Spread over the rows as text ("take"): no per-row conversion of Python strings.
         values_by_row = pd.array(canonical, dtype="str").take(codes, allow_fill=True)
         return pd.Series(values_by_row, index=text.index, name=text.name)
+
+
+def _to_float(text: pd.Series) -> FloatArray:
+    """Text as float64, NaN where missing or not a number, as ``pd.to_numeric`` reads it.
+    Arrow's parser reads plain decimal numbers some 30x faster and to the same float; pandas
+    reads whatever else a column holds ('high', ' 3', '1_000'), and the whole column when arrow
+    reads a negative zero (pandas reads '-0' as 0 in a column of integers)."""
+    if not (isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"):
+        return _pandas_float(text)
+    values = pa.array(text.array)
+    try:  # a column of numbers only (the usual case): arrow reads it whole
+        out = np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False))
+        other = None
+    except pa.ArrowInvalid:  # arrow the plain decimal values, pandas the rest
+        plain = pc.match_substring_regex(values, _PLAIN_NUMBER).to_numpy(zero_copy_only=False)
+        plain = np.asarray(plain == True)  # noqa: E712 (missing values: None, not plain)
+        out = np.full(len(text), np.nan)
+        out[plain] = pc.cast(values.filter(pa.array(plain)), pa.float64()).to_numpy()
+        other = ~plain & text.notna().to_numpy()
+    if np.signbit(out[out == 0]).any():
+        return _pandas_float(text)
+    if other is not None and other.any():
+        out[other] = _pandas_float(text[other])
+    return out
+
+
+_PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def _pandas_float(text: pd.Series) -> FloatArray:
+    return pd.to_numeric(text, errors="coerce").astype("float64").to_numpy()
+
+
+def _below_lod(text: pd.Series) -> pd.Series:
+    """The limit written in a '<LOD' value (NaN elsewhere); the pattern only where a value
+    starts with '<' (a regular expression over every value is most of the parsing time)."""
+    stripped = text.str.strip()
+    maybe = stripped.str.startswith("<").to_numpy(dtype=bool, na_value=False)
+    below = pd.Series(np.nan, index=text.index, dtype=_TEXT)
+    if maybe.any():
+        below[maybe] = stripped[maybe].str.extract(_LOD, expand=False)
+    return below
 
 
 def _yes_no(answer: str) -> bool | None:
@@ -310,7 +306,7 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
         if numeric:
             below = None  # a typed number cannot say '<LOD': its flag column says it
             if spec.lod and not typed:
-                below = text.str.strip().str.extract(_LOD, expand=False)
+                below = _below_lod(text)
             if below is not None and below.notna().any():
                 # Below the limit of detection: LOD/sqrt(2), with a flag (a common convention).
                 text = text.where(below.isna(), (below.astype(float) / np.sqrt(2)).astype("str"))
@@ -338,17 +334,30 @@ def _parse(frame: pd.DataFrame, checker: _Checker, data: DataConfig) -> pd.DataF
     return pd.DataFrame(out, index=frame.index, copy=False)
 
 
-def _check_units(parsed: pd.DataFrame, data: DataConfig) -> None:
-    """Refuse a marker whose cohort median says its unit is wrong, unless data.units states it."""
+def _check_units(
+    parsed: pd.DataFrame, data: DataConfig, sketches: dict[str, MedianSketch] | None
+) -> None:
+    """Refuse a marker whose cohort median says its unit is wrong, unless data.units states it.
+    With ``sketches`` (a chunk of a file) the values are only added, for ``check_sketches``
+    to judge once the whole column has been seen."""
     for col in REFERENCES:
         if col not in parsed or col in data.units:
             continue
         values = parsed[col].to_numpy(dtype=np.float64)
+        if sketches is not None:
+            sketches.setdefault(col, MedianSketch()).add(values)
+            continue
         if np.count_nonzero(~np.isnan(values)) < MIN_VALUES:
             continue  # a single served record costs no histogram
         sketch = MedianSketch()
         sketch.add(values)
-        if problem := unit_problem(col, sketch):
+        check_sketches({col: sketch})
+
+
+def check_sketches(sketches: Mapping[str, MedianSketch]) -> None:
+    """The unit check on each marker's whole column (``REFERENCES`` order)."""
+    for col in REFERENCES:
+        if col in sketches and (problem := unit_problem(col, sketches[col])):
             raise InputError(problem)
 
 
@@ -359,10 +368,21 @@ def _true(flags: pd.Series | FloatArray | pd.arrays.BooleanArray) -> npt.NDArray
     return pd.array(flags, dtype="boolean").to_numpy(dtype=bool, na_value=False)
 
 
-def _contract_problems(frame: pd.DataFrame, checker: _Checker) -> None:
+def _contract_problems(
+    frame: pd.DataFrame, checker: _Checker, repeats: RepeatsOf | None = None
+) -> None:
     """A Problem per cell that breaks the contract and was not already reported when parsed
-    (tests/test_contract_paths.py swaps ``contract_failures`` for pandera's schema here)."""
-    for failure in contract_failures(frame):
+    (tests/test_contract_paths.py swaps ``contract_failures`` for pandera's schema here).
+    ``repeats``: patient_id uniqueness is decided over the whole file, not within ``frame``."""
+    failures = contract_failures(frame)
+    if repeats is not None and "patient_id" in frame:
+        failures = [f for f in failures if f.check != "field_uniqueness"]
+        ids = frame["patient_id"]
+        # patient_id comes first in the contract: its problems come first on their rows.
+        for pos, rows in sorted(repeats(ids, checker.rows).items()):
+            rule = f"patient_id must be unique; it appears on rows {rows}"
+            checker.add(pos, "patient_id", ids.iloc[pos], rule, "unique")
+    for failure in failures:
         col = failure.column
         if failure.pos < 0 or col not in COLUMNS:
             raise InputError(f"the table does not fit the cohort contract: {failure.check} ({col})")
@@ -411,6 +431,19 @@ def validate_source(
     value are rejected, like a missing required column's)."""
     if source.raw.empty and not source.malformed:
         raise InputError("the input has a header but no data rows")
+    return check_rows(source, data, require)
+
+
+def check_rows(
+    source: SourceTable,
+    data: DataConfig,
+    require: Mapping[str, str] | None = None,
+    sketches: dict[str, MedianSketch] | None = None,
+    repeats: RepeatsOf | None = None,
+) -> ValidationResult:
+    """``validate_source`` on a table that may be one chunk of a file: with ``sketches`` the
+    unit check is left to ``check_sketches`` on the whole file, with ``repeats`` the
+    uniqueness of patient_id is the file's (``data.stream``)."""
     _check_keyed_options(data)
     mapped, ignored = map_columns(source, data)
     # A near miss of a column already read is an extra column, not a lost one.
@@ -427,12 +460,12 @@ def validate_source(
     checker = _Checker(mapped, source.rows)
     text = _apply_recode(_apply_missing(mapped, data), data)
     parsed = _parse(text, checker, data)
-    _check_units(parsed, data)
+    _check_units(parsed, data, sketches)
     scored, clashes = score_scales(parsed)
     for pos, clashing in clashes.items():
         for column, message in clashing:
             checker.add(pos, column, scored[column].iloc[pos], message, "items vs total")
-    _contract_problems(scored, checker)
+    _contract_problems(scored, checker, repeats)
     _require(scored, checker, require or {})
 
     bad = np.zeros(len(scored), dtype=bool)
@@ -463,17 +496,29 @@ def validate_source(
         problems += [
             Problem(r, None, "", "", w, "wrong number of fields") for r, w in source.malformed
         ]
+    warnings = warning_texts(near, count_unusual(accepted))
+    return ValidationResult(
+        accepted, rejected.reset_index(drop=True), problems, ignored, warnings, near
+    )
+
+
+def count_unusual(accepted: pd.DataFrame) -> dict[str, int]:
+    """Accepted rows with an UNUSUAL value, per column."""
+    return {
+        c: int((accepted[c] > limit).sum()) for c, (limit, _) in UNUSUAL.items() if c in accepted
+    }
+
+
+def warning_texts(near: Mapping[str, str], unusual: Mapping[str, int]) -> list[str]:
     warnings = [
         f"source column {_near_miss_text(c, to)}, rename it, or list it under data.drop; "
         "until then it is not read"
         for c, to in near.items()
     ]
-    for col, (limit, what) in UNUSUAL.items():
-        if col in accepted and (n := int((accepted[col] > limit).sum())):
-            warnings.append(f"{n} accepted rows with {what}")
-    return ValidationResult(
-        accepted, rejected.reset_index(drop=True), problems, ignored, warnings, near
-    )
+    for col, (_, what) in UNUSUAL.items():
+        if unusual.get(col):
+            warnings.append(f"{unusual[col]} accepted rows with {what}")
+    return warnings
 
 
 def _require(frame: pd.DataFrame, checker: _Checker, require: Mapping[str, str]) -> None:
@@ -513,39 +558,3 @@ def validate_frame(frame: pd.DataFrame, data: DataConfig | None = None) -> Valid
     """Validate an in-memory table (for example records sent to a served model). Float
     columns are checked as numbers as they are; everything else is parsed from text."""
     return validate_source(table_from_frame(frame, keep_numbers=True), data or DataConfig())
-
-
-def marker_summary(cohort: pd.DataFrame) -> pd.DataFrame:
-    """Distribution of each marker present, against its reference range."""
-    rows = []
-    for col, ref in REFERENCES.items():
-        if col not in cohort or cohort[col].notna().sum() == 0:
-            continue
-        v = cohort[col].dropna()
-        rows.append(
-            {
-                "marker": col,
-                "n": len(v),
-                "median": v.median(),
-                "q1": v.quantile(0.25),
-                "q3": v.quantile(0.75),
-                "% above reference": 100 * float((v > ref.high).mean()),
-                "% below reference": 100 * float((v < ref.low).mean()),
-                "reference": ref.range_source,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def crp_bands(cohort: pd.DataFrame) -> dict[str, float]:
-    """Share of patients in each CRP band of ``inflamrx.data.crp`` (percent)."""
-    bands = pd.Series(crp_band(cohort["crp_mg_l"].dropna()))
-    return {
-        k: 100 * float(v)
-        for k, v in bands.value_counts(normalize=True).reindex(CRP_BAND_LABELS).items()
-    }
-
-
-def missingness(cohort: pd.DataFrame) -> pd.Series:
-    """Percent missing per canonical column present."""
-    return (100 * cohort.isna().mean()).sort_values(ascending=False)

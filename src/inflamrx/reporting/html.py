@@ -27,8 +27,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from inflamrx.config import ReportConfig
+from inflamrx.data.results import crp_bands, marker_summary
 from inflamrx.data.schema import COLUMNS
-from inflamrx.data.validate import crp_bands, marker_summary
 from inflamrx.modeling.explanations import (
     Explanation,
     global_importance,

@@ -12,7 +12,13 @@ import mlflow
 import pandas as pd
 
 from inflamrx.config import DataConfig
-from inflamrx.data.validate import ValidationResult, validate_cohort, validate_frame
+from inflamrx.data.csvfile import CHUNK_ROWS
+from inflamrx.data.results import ValidationResult, ValidationSummary
+from inflamrx.data.stream import TableWriter, ValidatedFiles, write_stream
+from inflamrx.data.validate import (
+    validate_cohort,
+    validate_frame,
+)
 from inflamrx.errors import InputError
 from inflamrx.modeling.kinds.base import PROBABILITY, FittedModel
 from inflamrx.serving.artifacts import ServingSettings
@@ -104,18 +110,87 @@ def score(loaded: LoadedModel, cohort: pd.DataFrame) -> tuple[pd.DataFrame, list
     return pd.concat([out, decide(proba, loaded.settings.threshold)], axis=1), warnings
 
 
+def _decision(loaded: LoadedModel) -> tuple[float, list[str]]:
+    """The threshold the model decides at, and its output columns beside patient_id."""
+    if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit
+        columns = [*loaded.model.kind.outputs, RECOMMEND, RECOMMENDATION, "top_factors"]
+        return loaded.settings.harm_threshold or 0.0, columns
+    return loaded.settings.threshold, [PROBABILITY, "predicted_response"]
+
+
+def _no_prediction(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in ["patient_id", *columns]})
+
+
 def predict(model_uri: str, data: CohortInput) -> PredictResult:
     """Validate ``data`` (a DataFrame, a path or a DataConfig) with the cohort contract, then
     score the accepted rows."""
     loaded = load_model(model_uri)
     validated = validate_input(data)
-    threshold = loaded.settings.threshold
-    columns = [PROBABILITY, "predicted_response"]
-    if loaded.model.kind.outputs != (PROBABILITY,):  # a benefit model decides on benefit
-        threshold = loaded.settings.harm_threshold or 0.0
-        columns = [*loaded.model.kind.outputs, RECOMMEND, RECOMMENDATION, "top_factors"]
+    threshold, columns = _decision(loaded)
     if validated.accepted.empty:
-        empty = pd.DataFrame({c: [] for c in ["patient_id", *columns]})
-        return PredictResult(empty, validated, threshold, ["no row was accepted"])
+        return PredictResult(_no_prediction(columns), validated, threshold, ["no row was accepted"])
     predictions, warnings = score(loaded, validated.accepted)
     return PredictResult(predictions, validated, threshold, warnings + validated.warnings)
+
+
+@dataclass
+class PredictedFile:
+    """``predict_file``'s outcome: the predictions and rejected rows are in their files."""
+
+    n_scored: int
+    validation: ValidationSummary
+    threshold: float
+    warnings: list[str]
+
+
+class _PredictionFiles:
+    """Scores each checked chunk and appends the predictions (and rejected rows) to files."""
+
+    def __init__(self, loaded: LoadedModel, out: Path, rejected: Path | None) -> None:
+        self.loaded = loaded
+        self.files = ValidatedFiles(None, rejected)
+        self.predictions = TableWriter(out)
+        self.n_scored = 0
+        self.warnings: list[str] = []
+
+    def start(self) -> None:
+        self.files.start()
+        self.predictions.start()
+        self.n_scored, self.warnings = 0, []
+
+    def write(self, chunk: ValidationResult) -> None:
+        self.files.write(chunk)
+        if chunk.accepted.empty:
+            return
+        predictions, warnings = score(self.loaded, chunk.accepted)
+        self.predictions.write(predictions)
+        self.n_scored += len(predictions)
+        self.warnings += [w for w in warnings if w not in self.warnings]
+
+    def finish(self) -> None:
+        if not self.n_scored:  # the header alone, as the in-memory path writes it
+            self.predictions.write(_no_prediction(_decision(self.loaded)[1]))
+        self.files.finish()
+        self.predictions.finish()
+
+    def discard(self) -> None:
+        self.files.discard()
+        self.predictions.discard()
+
+
+def predict_file(
+    model_uri: str,
+    data: DataConfig,
+    out: Path,
+    rejected: Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> PredictedFile:
+    """``predict`` on a CSV file too big to hold (``data.stream``): chunk by chunk, the
+    predictions written to ``out`` (CSV) as they come, rejected rows to ``rejected``."""
+    loaded = load_model(model_uri)
+    sink = _PredictionFiles(loaded, out, rejected)
+    validation = write_stream(data, sink, chunk_rows)
+    threshold, _ = _decision(loaded)
+    warnings = sink.warnings + validation.warnings if sink.n_scored else ["no row was accepted"]
+    return PredictedFile(sink.n_scored, validation, threshold, warnings)
