@@ -163,7 +163,7 @@ def print_training(result: Any) -> None:
 
 
 def print_tuning(result: Any) -> None:
-    c, n = result.counts, result.nested
+    c = result.counts
     out.print(
         f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
         f"{c.complete}, pruned {c.pruned}, failed {c.failed}; pruning saved "
@@ -173,35 +173,11 @@ def print_tuning(result: Any) -> None:
     out.print(
         f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
     )
-    if result.earlier is not None:  # the study as it stands was finished by an earlier job
-        e = result.earlier
-        out.print(
-            f"already logged and registered by run {e['run_id']} (version "
-            f"{e['registered_version']}); nothing refitted or registered again: give a larger "
-            "--trials to continue the study"
-        )
-        print_warnings(result.warnings)
-        return
-    if n is None:  # --search-only
-        out.print(
-            "search only: the job that started the study estimates, refits and registers "
-            "(run it without --search-only once the shared search is done)"
-        )
-        print_warnings(result.warnings)
-        return
-    from inflamrx.modeling.metrics import with_ci
-
-    folds = ", ".join(f"{a:.3f}" for a in n.fold_scores)
-    pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
-    out.print(
-        f"[bold]nested-CV AUROC of the whole tuning procedure[/] {pooled}; outer folds {folds}"
-    )
-    print_warnings(result.warnings)
-    print_training(result.train)
+    _print_after_search(result, "nested-CV AUROC of the whole tuning procedure", print_training)
 
 
 def print_benefit_tuning(result: Any) -> None:
-    c, n = result.counts, result.nested
+    c = result.counts
     out.print(
         f"[bold]study[/] {result.study} ({result.storage}): {c.done} trials, complete "
         f"{c.complete}, failed {c.failed}; learners searched: {', '.join(result.learners)}"
@@ -211,6 +187,17 @@ def print_benefit_tuning(result: Any) -> None:
         f"best cross-fitted C-for-benefit {result.best_cv_c_for_benefit:.3f} (optimistic: it "
         "won on these folds)"
     )
+    _print_after_search(
+        result,
+        "nested cross-fitted C-for-benefit of the whole tuning procedure",
+        print_benefit_training,
+    )
+
+
+def _print_after_search(result: Any, honest: str, print_trained: Any) -> None:
+    """What a tune job did after its search: already done by an earlier job, search only, or
+    the nested (honest) estimate labelled ``honest`` and the trained model."""
+    n = result.nested
     if result.earlier is not None:  # the study as it stands was finished by an earlier job
         e = result.earlier
         out.print(
@@ -218,22 +205,17 @@ def print_benefit_tuning(result: Any) -> None:
             f"{e['registered_version']}); nothing fitted or registered again: give a larger "
             "--trials to continue the study"
         )
-        print_warnings(result.warnings)
-        return
-    if n is None:  # --search-only
+    elif n is None:  # --search-only
         out.print(
             "search only: the job that started the study estimates, fits and registers "
             "(run it without --search-only once the shared search is done)"
         )
-        print_warnings(result.warnings)
-        return
-    from inflamrx.modeling.metrics import with_ci
+    else:
+        from inflamrx.modeling.metrics import with_ci
 
-    folds = ", ".join(f"{v:.3f}" for v in n.fold_scores)
-    pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
-    out.print(
-        f"[bold]nested cross-fitted C-for-benefit of the whole tuning procedure[/] {pooled}; "
-        f"outer folds {folds}"
-    )
+        folds = ", ".join(f"{v:.3f}" for v in n.fold_scores)
+        pooled = with_ci(n.pooled.estimate, n.pooled.ci_low, n.pooled.ci_high, level="95% CI")
+        out.print(f"[bold]{honest}[/] {pooled}; outer folds {folds}")
     print_warnings(result.warnings)
-    print_benefit_training(result.train)
+    if result.earlier is None and n is not None:
+        print_trained(result.train)
