@@ -20,7 +20,7 @@ def _result(**changes: Any) -> SimpleNamespace:
         counts=SimpleNamespace(done=4, complete=4, pruned=0, failed=0),
         study="exp-xgboost-0123abcd", storage="sqlite:///mlruns/optuna.db", fold_fits_saved=0.1,
         best_trial=2, best_params={"max_depth": 2}, best_cv_auroc=0.7, best_cv_c_for_benefit=0.6,
-        learners=["interaction"], earlier=None, nested=NESTED, train="TRAINED", warnings=[],
+        learners=["interaction"], best_cv_auroc_by_kind={}, earlier=None, nested=NESTED, train="TRAINED", warnings=[],
     )  # fmt: skip
     return SimpleNamespace(**(base | changes))
 
@@ -52,3 +52,10 @@ def test_what_tune_prints_after_its_search(
     said = " ".join(capsys.readouterr().out.split())
     assert "already logged and registered by run abc123 (version 4)" in said
     assert "search only" not in said and trained == ["TRAINED"]
+
+
+def test_an_auto_tune_says_which_kind_won(capsys: pytest.CaptureFixture[str]) -> None:
+    by_kind = {"logistic": 0.6, "xgboost": None}  # no xgboost trial completed
+    output.print_tuning(_result(best_cv_auroc_by_kind=by_kind, model_kind="logistic", nested=None))
+    said = " ".join(capsys.readouterr().out.split())
+    assert "kind chosen: logistic (best trial per kind: logistic 0.600, xgboost -)" in said

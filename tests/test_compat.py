@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from conftest import BIN, REPO, free_port, start_server, stop_server
 from inflamrx.cli import app
-from inflamrx.config import load_config
+from inflamrx.config import as_tuned_by_0_1_0, load_config
 from inflamrx.errors import InputError
 from inflamrx.jobs.explain import explain
 from inflamrx.jobs.tune.storage import default_study_name, fingerprint, scored_as_started
@@ -133,8 +133,27 @@ def test_default_study_names_of_0_1_0_are_kept() -> None:
                 load_config(None, overrides)
             continue
         config = load_config(None, overrides)
+        if config.model.kind == "auto":
+            # No model section: 0.1.0 tuned XGBoost; auto now searches across kinds under its
+            # own name, and a job finding 0.1.0's study resumes it as XGBoost (test_tune).
+            assert default_study_name(config, digest).startswith(
+                f"{config.tracking.experiment}-auto-"
+            )
+            assert fingerprint(config, digest) != fp, case
+            config = as_tuned_by_0_1_0(config)
         assert default_study_name(config, digest) == name, case
         assert fingerprint(config, digest) == fp, case
+
+
+def test_an_auto_search_is_fingerprinted_by_its_candidates_and_their_spaces() -> None:
+    digest = "0123456789abcdef"
+    auto = load_config(None, {})
+    only = load_config(None, {"model.kind": "auto", "model.candidates": ["logistic"]})
+    space = {"C": {"low": 0.01, "high": 1, "log": True}}
+    narrower = load_config(None, {"tuning.logistic_space": space})
+    prints = {fingerprint(c, digest) for c in (auto, only, narrower)}
+    assert len(prints) == 3
+    assert default_study_name(auto, digest) == f"inflamrx-auto-{fingerprint(auto, digest)[:8]}"
 
 
 def test_a_0_1_0_study_is_resumed_with_the_score_it_was_started_with() -> None:

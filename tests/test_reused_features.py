@@ -58,7 +58,7 @@ def test_rows_without_a_unique_integer_index_are_computed_every_time(
 
 
 def test_a_fit_with_the_memo_predicts_what_a_fresh_fit_does(prepared: PreparedCohort) -> None:
-    config = for_tuning(load_config(None, {}))
+    config = for_tuning(load_config(None, {"model.kind": "xgboost"}))
     x, y = prepared.x_train, prepared.y_train
     stop = EarlyStopping(10, 0.2, 0)
     memo = FeatureMemo()

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 import inflamrx.jobs.tune.search as search_module
 from conftest import synthetic_workspace, tracking_in
 from inflamrx.cli import app
-from inflamrx.config import Config, for_tuning, load_config
+from inflamrx.config import Config, as_tuned_by_0_1_0, for_tuning, load_config
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.tune.job import TuneResult, calibrated_refit, tune
@@ -33,6 +33,7 @@ from inflamrx.jobs.tune.storage import (
     check_options,
     create_study,
     default_storage,
+    default_study_name,
     fingerprint,
     open_storage,
 )
@@ -64,6 +65,7 @@ def overrides(workspace: Path, **extra: Any) -> dict[str, Any]:
         "tuning.heartbeat_s": 1,
         "tuning.xgboost_space": SMALL_SPACE,
         "tracking.experiment": "tune",
+        "model.kind": "xgboost",  # auto (across kinds) has its own tests
     } | extra
 
 
@@ -405,3 +407,78 @@ def test_search_only_adds_trials_and_leaves_refit_to_the_starting_job(workspace:
         assert full.counts.done == 6  # continued from the 4 trials of the search-only job
         assert full.train is not None and full.nested is not None
         assert len(mlflow.MlflowClient(uri).search_model_versions()) == versions_before + 1
+
+
+# --------------------------------------------------------------------------- auto: across kinds
+
+
+def auto_config(workspace: Path) -> Config:
+    return load_config(None, overrides(workspace, **{"model.kind": "auto"}))
+
+
+def test_auto_searches_across_kinds_and_registers_the_best_trials_kind(workspace: Path) -> None:
+    with tracking_in(workspace) as uri:
+        result = tune(auto_config(workspace), TuneOptions(trials=8, study="auto-e2e"))
+    study = optuna.load_study(study_name="auto-e2e", storage=f"sqlite:///{workspace / 'optuna.db'}")
+    kinds = {t.params["kind"] for t in study.trials}
+    assert kinds == {"logistic", "xgboost"}
+    for t in study.trials:  # each trial holds its own kind's parameters only
+        own = set(SMALL_SPACE) if t.params["kind"] == "xgboost" else {"C", "penalty", "l1_ratio"}
+        assert set(t.params) - {"kind"} <= own
+    chosen = result.best_params["kind"]
+    assert result.model_kind == chosen and result.train is not None
+    assert result.train.model_kind == chosen
+    run = mlflow.MlflowClient(uri).get_run(result.train.run_id)
+    assert run.data.tags["model_kind_chosen"] == chosen
+    assert run.data.params["model.kind"] == chosen
+    artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(run.info.run_id, "tuning")}
+    assert {"tuning/trials.csv", "tuning/optimisation_history.png"} <= artifacts
+    summary = json.loads(json.dumps(result.summary()))
+    assert summary["model_kind"] == chosen and summary["best_params"]["kind"] == chosen
+    by_kind = summary["best_cv_auroc_by_kind"]
+    assert set(by_kind) == {"logistic", "xgboost"}
+    assert max(v for v in by_kind.values() if v is not None) == pytest.approx(result.best_cv_auroc)
+    # The nested estimate re-runs the same search across kinds in each outer fold.
+    assert result.nested is not None and len(result.nested.folds) == 2
+    assert all(f.params["kind"] in kinds for f in result.nested.folds)
+    assert 0.5 < result.nested.pooled.estimate <= 1
+
+
+def test_an_auto_config_survives_the_trip_to_a_worker_process(workspace: Path) -> None:
+    config = for_tuning(auto_config(workspace))
+    rebuilt = Config.model_validate(config.model_dump(mode="json"))  # as workers.worker_main
+    assert rebuilt == config and rebuilt.model.kind == "auto"
+    assert fingerprint(rebuilt, "d") == fingerprint(config, "d")
+
+
+def test_a_0_1_0_default_study_is_resumed_as_xgboost_and_says_so(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """0.1.0 tuned XGBoost for the default kind, under XGBoost's default name: a job with auto
+    and no --study resumes that study as it was started and says how to search across kinds."""
+    config = for_tuning(auto_config(workspace))
+    digest = prepare(validate_cohort(config.data), config).digest
+    old = as_tuned_by_0_1_0(config)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    old_name = default_study_name(old, digest)
+    create_study(open_storage(url, 1), old_name, fingerprint(old, digest), old)
+    options = TuneOptions(trials=2, storage=url, search_only=True)
+    with tracking_in(workspace):
+        result = tune(config, options)
+    assert result.study == old_name and "-xgboost-" in old_name
+    assert result.model_kind == "xgboost" and "kind" not in result.best_params
+    note = " ".join(result.warnings)
+    assert "resumed as XGBoost" in note and f"--study {default_study_name(config, digest)}" in note
+
+    fresh = TuneOptions(trials=2, storage=f"sqlite:///{tmp_path / 'new.db'}", search_only=True)
+    with tracking_in(workspace):
+        new = tune(config, fresh)
+    assert new.study == default_study_name(config, digest) and "-auto-" in new.study
+    assert not any("XGBoost" in w for w in new.warnings)
+
+
+def test_an_explicit_kinds_default_study_name_is_unchanged(workspace: Path) -> None:
+    config = load_config(None, overrides(workspace))  # model.kind: xgboost
+    auto = auto_config(workspace)
+    assert default_study_name(config, "d") == default_study_name(as_tuned_by_0_1_0(auto), "d")
+    assert default_study_name(config, "d").startswith("tune-xgboost-")

@@ -43,6 +43,7 @@ SETS = {
         "n_estimators": {"low": 20, "high": 40, "integer": True},
     },
     "tracking.experiment": "faults",
+    "model.kind": "xgboost",
 }
 
 

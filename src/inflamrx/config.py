@@ -362,23 +362,35 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _spaces_fit_their_kind(self) -> Config:
-        _check_space(self.tuning.space, for_tuning(self).model.kind)
+        kind = self.model.kind
+        if kind == "auto" and self.tuning.space is not None:
+            raise ValueError(
+                "tuning.space names one kind's parameters, but model.kind is auto (the search "
+                "goes across kinds): give them per kind in tuning.xgboost_space / "
+                "tuning.logistic_space, or set model.kind"
+            )
+        _check_space(self.tuning.space, kind)
         _check_space(self.tuning.xgboost_space, "xgboost")
         _check_space(self.tuning.logistic_space, "logistic")
         return self
 
 
 def for_tuning(config: Config) -> Config:
-    """The config ``inflamrx tune`` runs: it searches one kind's parameters and validates by
-    nested CV plus a held-out test set, so ``model.kind: auto`` tunes XGBoost (the kind release
-    0.1.0 tuned, so its default study names still resume) and ``split.strategy: resample``
-    holds out a test set as ``holdout`` does."""
-    update: dict[str, Any] = {}
-    if config.model.kind == "auto":
-        update["model"] = XGBoostConfig(seed=config.model.seed)
+    """The config ``inflamrx tune`` runs: it validates by nested CV plus a held-out test set,
+    so ``split.strategy: resample`` holds out a test set as ``holdout`` does. ``model.kind:
+    auto`` stays auto: the kind is then a parameter of each trial (``jobs.tune.search``)."""
     if config.split.strategy == "resample":
-        update["split"] = config.split.model_copy(update={"strategy": "holdout"})
-    return config.model_copy(update=update) if update else config
+        split = config.split.model_copy(update={"strategy": "holdout"})
+        return config.model_copy(update={"split": split})
+    return config
+
+
+def as_tuned_by_0_1_0(config: Config) -> Config:
+    """``model.kind: auto`` as release 0.1.0 tuned it: XGBoost, with its default parameters
+    (its studies, under their default names, are resumed as they were started)."""
+    if config.model.kind != "auto":
+        return config
+    return config.model_copy(update={"model": XGBoostConfig(seed=config.model.seed)})
 
 
 def _format_error(err: ValidationError, source: str, tree: dict[str, Any]) -> str:

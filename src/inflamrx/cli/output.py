@@ -173,6 +173,12 @@ def print_tuning(result: Any) -> None:
     out.print(
         f"best cross-validated AUROC {result.best_cv_auroc:.3f} (optimistic: it won on these folds)"
     )
+    if result.best_cv_auroc_by_kind:  # model.kind auto: the search went across kinds
+        best = ", ".join(
+            f"{k} {v:.3f}" if v is not None else f"{k} -"
+            for k, v in result.best_cv_auroc_by_kind.items()
+        )
+        out.print(f"kind chosen: {result.model_kind} (best trial per kind: {best})")
     _print_after_search(result, "nested-CV AUROC of the whole tuning procedure", print_training)
 
 

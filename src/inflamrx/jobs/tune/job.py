@@ -32,7 +32,7 @@ import numpy as np
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from inflamrx.config import Config, for_tuning
+from inflamrx.config import AutoConfig, Config, for_tuning
 from inflamrx.data.validate import validate_cohort
 from inflamrx.errors import InputError
 from inflamrx.jobs.train import (
@@ -57,11 +57,11 @@ from inflamrx.jobs.tune.storage import (
     check_options,
     create_study,
     default_storage,
-    default_study_name,
     fingerprint,
     open_storage,
     redact,
     scored_as_started,
+    study_to_run,
 )
 from inflamrx.jobs.tune.workers import _nested, _search
 from inflamrx.modeling.assessment import assess
@@ -97,6 +97,9 @@ class TuneResult:
     # Run id, model URI, version and AUROCs of the earlier job that finished this very study
     # (nothing was refitted or registered again); None otherwise.
     earlier: dict[str, Any] | None = None
+    model_kind: str = ""  # the best trial's kind (model.kind auto: the kind the search chose)
+    # model.kind auto: each candidate kind's best trial score (None: no trial completed)
+    best_cv_auroc_by_kind: dict[str, float | None] | None = None
 
     @property
     def fold_fits_saved(self) -> float:
@@ -105,6 +108,11 @@ class TuneResult:
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints with --json."""
         trained = self.train.summary() if self.train is not None else (self.earlier or {})
+        by_kind = (
+            {"best_cv_auroc_by_kind": self.best_cv_auroc_by_kind}
+            if self.best_cv_auroc_by_kind is not None
+            else {}
+        )
         return (
             trained
             | {
@@ -119,10 +127,12 @@ class TuneResult:
                 "best_params": self.best_params,
                 "best_cv_auroc": self.best_cv_auroc,
                 "n_estimators_refit": self.n_estimators_refit,
+                "model_kind": self.model_kind,
                 "fold_fits_saved_by_pruning": self.fold_fits_saved,
                 "seconds": self.seconds,
             }
             | (self.nested.summary() if self.nested is not None else {})
+            | by_kind
             | {"warnings": trained.get("warnings", []) + self.warnings}
         )
 
@@ -149,13 +159,14 @@ def tune(
     validated = validate_cohort(config.data)
     data = prepare(validated, config)
     splits = task_splits(data, config)
-    fp = fingerprint(config, data.digest)
     url = options.storage or default_storage()
-    name = options.study or default_study_name(config, data.digest)
-    say(f"study {name!r} in {redact(url)}")
     storage = open_storage(url, config.tuning.heartbeat_s)
+    config, name, old_note = study_to_run(storage, config, data.digest, options.study)
+    if old_note:
+        say(old_note)
+    say(f"study {name!r} in {redact(url)}")
     # Created here, once, before any worker starts.
-    study = create_study(storage, name, fp, config)
+    study = create_study(storage, name, fingerprint(config, data.digest), config)
     config, scored_note = scored_as_started(study, config)
     seconds["prepare"] = time.perf_counter() - clock
 
@@ -183,7 +194,9 @@ def tune(
         fold_fits_possible=possible,
         train=None,
         seconds=seconds,
-        warnings=[w for w in (failed_note, scored_note) if w],
+        warnings=[w for w in (old_note, failed_note, scored_note) if w],
+        model_kind=final_config(config, best).model.kind,
+        best_cv_auroc_by_kind=best_by_kind(config, trials),
     )
     if options.search_only:
         return searched
@@ -200,7 +213,9 @@ def tune(
 
     clock = time.perf_counter()
     best_config = final_config(config, best)
-    result = _log_job(study, url, best, best_config, nested, validated, data, say)
+    result = _log_job(
+        study, url, best, best_config, nested, validated, data, say, searched.best_cv_auroc_by_kind
+    )
     seconds["refit_evaluate_log"] = time.perf_counter() - clock
 
     rounds = best.user_attrs.get(ROUNDS_ATTR)
@@ -219,6 +234,7 @@ def _log_job(
     validated: Any,
     data: PreparedCohort,
     say: Progress,
+    by_kind: dict[str, float | None] | None,
 ) -> TrainResult:
     """The parent run: inputs, child runs per trial, tuning figures and the honest estimate,
     then the refit evaluated once and registered through ``evaluate_and_log``."""
@@ -247,6 +263,10 @@ def _log_job(
             "trials_pruned": float(counts.pruned),
             "trials_failed": float(counts.failed),
         }
+        if by_kind is not None:  # a search across kinds: which won, and each kind's best
+            mlflow.set_tags({"model_kind_chosen": best_config.model.kind,
+                             "model_choice_rule": CHOICE_RULE})  # fmt: skip
+            metrics |= {f"candidate_{k}_best_cv_auroc": v for k, v in by_kind.items() if v}
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for f in nested.folds:
             mlflow.log_metric("nested_fold_auroc", f.score, step=f.fold)
@@ -284,6 +304,20 @@ def _log_job(
             {"model_uri": result.model_uri, "registered_version": result.registered_version or ""}
         )
         return result
+
+
+CHOICE_RULE = "the kind of the search's best trial (calibration-guarded CV AUROC, same folds)"
+
+
+def best_by_kind(config: Config, trials: list[FrozenTrial]) -> dict[str, float | None] | None:
+    """With ``model.kind: auto``: each candidate's best completed trial score; else None."""
+    if not isinstance(config.model, AutoConfig):
+        return None
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return {
+        kind: max((float(t.value or 0) for t in done if t.params.get("kind") == kind), default=None)
+        for kind in config.model.candidates
+    }
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The search: TPE proposes parameters from the model kind's search space; each trial
+"""The search: TPE proposes parameters from the model kind's search space (with ``model.kind:
+auto``, first the kind among ``model.candidates``, then that kind's parameters); each trial
 cross-validates the one pipeline fold by fold on the training part, reporting the running AUROC
 so a pruner stops hopeless trials. Kinds that stop early do so on an inner validation part of
 each fitting fold, never on the fold it is scored on.
@@ -33,7 +34,8 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sklearn.metrics import roc_auc_score
 
-from inflamrx.config import Config, ParamRange
+from inflamrx.config import AutoConfig, Config, ParamRange
+from inflamrx.modeling.choice import candidate_config
 from inflamrx.modeling.kinds.base import EarlyStopping, fit_model, kind_of
 from inflamrx.modeling.metrics import calibration_intercept_slope
 from inflamrx.modeling.reused_features import FeatureMemo
@@ -69,6 +71,17 @@ def with_params(config: Config, params: dict[str, Any]) -> Config:
     """The config with model parameters replaced, validated like a config file would be."""
     model = type(config.model).model_validate(config.model.model_dump() | params)
     return config.model_copy(update={"model": model})
+
+
+def trial_config(trial: Trial, config: Config) -> Config:
+    """The config one trial stands for. With ``model.kind: auto`` the kind is the trial's first
+    parameter (``kind``, among ``model.candidates``, each with its small-sample settings) and
+    that kind's parameters are drawn after it (define-by-run: a trial holds only its own
+    kind's parameters), so the kinds compete on the same folds and score."""
+    if isinstance(config.model, AutoConfig):
+        kind = trial.suggest_categorical("kind", list(config.model.candidates))
+        config = candidate_config(config, str(kind))
+    return with_params(config, suggest(trial, search_space(config)))
 
 
 def search_space(config: Config) -> dict[str, ParamRange]:
@@ -161,7 +174,7 @@ class Objective:
         if self.worker:
             trial.set_user_attr("worker", self.worker)
         try:
-            cfg = with_params(self.config, suggest(trial, search_space(self.config)))
+            cfg = trial_config(trial, self.config)
             for step, (fit_idx, score_idx) in enumerate(self.splits):
                 # Module-level lookup on purpose: tests replace score_fold to make trials fail.
                 score, kept = score_fold(cfg, self.x, self.y, fit_idx, score_idx, self.memo)
@@ -194,11 +207,14 @@ def _record(trial: Trial, scores: list[float], trees: list[int]) -> None:
 
 
 def final_config(config: Config, trial: FrozenTrial) -> Config:
-    """The config a trial stands for, ready to refit without early stopping: its parameters,
-    and, for kinds that stop early, the mean number of rounds early stopping kept across its
-    folds (refitting on all the data with the trial's cap instead would overfit past the
-    stopping point)."""
+    """The config a trial stands for, ready to refit without early stopping: its kind (an
+    auto search's trials name it), its parameters, and, for kinds that stop early, the mean
+    number of rounds early stopping kept across its folds (refitting on all the data with the
+    trial's cap instead would overfit past the stopping point)."""
     params = dict(trial.params)
+    kind = params.pop("kind", None)
+    if kind is not None and isinstance(config.model, AutoConfig):
+        config = candidate_config(config, str(kind))
     rounds = trial.user_attrs.get(ROUNDS_ATTR)
     if rounds:
         params |= kind_of(config.model.kind).refit_params(int(rounds))

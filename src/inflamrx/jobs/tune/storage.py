@@ -31,8 +31,16 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from inflamrx.config import Config, ParamRange, TuningConfig, for_tuning
+from inflamrx.config import (
+    AutoConfig,
+    Config,
+    ParamRange,
+    TuningConfig,
+    as_tuned_by_0_1_0,
+    for_tuning,
+)
 from inflamrx.errors import InputError
+from inflamrx.modeling.choice import candidate_config
 from inflamrx.modeling.kinds.base import kind_of
 from inflamrx.tracking.faults import crash_point
 from inflamrx.tracking.store import DEFAULT_STORE, store_folder
@@ -232,6 +240,13 @@ def fingerprint(config: Config, digest: str) -> str:
         tree["model"] = _RELEASE_0_1_MODEL | model
         del tuning["space"]
         tuning |= {f"{k}_space": space_dump(s) for k, s in spaces.items()}
+    elif isinstance(config.model, AutoConfig):  # each candidate: fixed parameters and space
+        tuning = {k: v for k, v in tuning.items() if not k.endswith("space")}
+        fixed = {k: candidate_config(config, k) for k in config.model.candidates}
+        tree["model"] |= {"fixed": {k: c.model.model_dump(mode="json") for k, c in fixed.items()}}
+        tuning["spaces"] = {
+            k: space_dump(config.tuning.space_for(k) or kind_of(k).search_space) for k in fixed
+        }
     else:
         tuning = {k: v for k, v in tuning.items() if not k.endswith("_space")}
         tuning["space"] = space_dump(config.tuning.space or kind_of(kind).search_space)
@@ -265,8 +280,36 @@ def scored_as_started(study: Study, config: Config) -> tuple[Config, str | None]
 
 
 def default_study_name(config: Config, digest: str) -> str:
+    """``<experiment>-<kind>-<fingerprint>``; ``auto`` for a search across kinds."""
     kind = for_tuning(config).model.kind
     return f"{config.tracking.experiment}-{kind}-{fingerprint(config, digest)[:8]}"
+
+
+def study_to_run(
+    storage: optuna.storages.BaseStorage, config: Config, digest: str, study: str | None
+) -> tuple[Config, str, str | None]:
+    """The config and study name a job runs, and a warning. Release 0.1.0 tuned XGBoost for
+    ``model.kind: auto`` (under XGBoost's default name): without ``--study``, an auto config
+    whose own default study is not in the storage but 0.1.0's is resumes that one as XGBoost,
+    and says how to get the search across kinds."""
+    name = study or default_study_name(config, digest)
+    if study is not None or not isinstance(config.model, AutoConfig):
+        return config, name, None
+    old = as_tuned_by_0_1_0(config)
+    old_name = default_study_name(old, digest)
+    existing = optuna.get_all_study_names(storage)
+    if name in existing or old_name not in existing:
+        return config, name, None
+    return (
+        old,
+        old_name,
+        (
+            f"study {old_name!r} was started by an XGBoost search (model.kind auto tuned XGBoost "
+            "only in inflamrx 0.1.0); it is resumed as XGBoost. For the search across "
+            f"{', '.join(config.model.candidates)} start a new study: --study NAME (e.g. --study "
+            f"{name})."
+        ),
+    )
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, fp: str, config: Config) -> Study:
