@@ -146,6 +146,17 @@ def test_chunks_number_every_line(tmp_path: Path) -> None:
     assert pd.concat([c.raw for c in chunks])["x"].tolist() == ["a", "b", "c\nd", "e"]
 
 
+@pytest.mark.parametrize("end", ["\r", "\n", "\r\n"])
+def test_lines_ended_by_a_lone_carriage_return_are_rows(tmp_path: Path, end: str) -> None:
+    """Old Mac files end lines with a lone CR: read as rows, not as one long header line."""
+    path = tmp_path / "a.csv"
+    path.write_text(end.join(["id,x", "1,a", "", "2,b", "3", "4,c", ""]), newline="")
+    chunks = list(csv_chunks(path, 2))
+    assert np.concatenate([c.lines for c in chunks]).tolist() == [2, 4, 6]
+    assert [m[0] for c in chunks for m in c.malformed] == [5]
+    assert pd.concat([c.raw for c in chunks])["x"].tolist() == ["a", "b", "c"]
+
+
 def test_only_a_single_csv_file_streams() -> None:
     assert streams(DataConfig(path="a.csv"))
     assert not streams(DataConfig(path="a.parquet"))

@@ -80,7 +80,9 @@ def csv_chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[CsvChunk]:
     (empty when the file has a header only)."""
     with path.open("rb") as f:
         first = f.readline()
-        if b'"' in first:  # a quoted header: records may span lines from the start
+        # A quoted header (records may span lines from the start), or lines ended by a lone
+        # carriage return (old Mac files: the whole file reads as one "line"): csv.reader.
+        if b'"' in first or b"\r" in first.rstrip(b"\r\n"):
             f.seek(0)
             yield from _quoted_chunks(path, f, None, 1, chunk_rows)
             return
