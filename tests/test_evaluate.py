@@ -23,6 +23,7 @@ from inflamrx.modeling.evaluate import (
     subgroup_keys,
 )
 from inflamrx.modeling.metrics import (
+    _calibration_slope,
     bootstrap_metric_ci,
     bootstrap_weights,
     calibration_bins,
@@ -415,3 +416,15 @@ def test_calibration_slope_far_below_one_is_found_where_full_newton_steps_diverg
     x = logit(np.clip(p, 1e-6, 1 - 1e-6))
     reference = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10_000).fit(x[:, None], y)
     assert slope == pytest.approx(reference.coef_[0, 0], rel=1e-5)
+
+
+def test_a_separated_resample_is_given_up_by_the_damped_slope_fit() -> None:
+    """Outcomes perfectly separated by the prediction: the slope runs off to infinity, so the
+    damped retry gives the resample up (NaN, not converged) instead of iterating on."""
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, size=300)
+    y = (p > 0.5).astype(float)
+    x = np.log(p / (1 - p))
+    w = bootstrap_weights(len(y), 100, 0)
+    slope, converged = _calibration_slope(x, y, w, max_iter=50, tol=1e-9, damped=True)
+    assert np.isnan(slope).all() and not converged.any()
