@@ -138,6 +138,32 @@ def chromium() -> str:
     return _service("INFLAMRX_TEST_CHROMIUM", "Chromium")
 
 
+def chromium_flags(chromium: str, tmp_path: Path) -> list[str]:
+    """Headless Chromium, offline, with its own profile folder."""
+    return [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+    ]  # fmt: skip
+
+
+def rendered_dom(chromium: str, page: str, tmp_path: Path, timeout: int = 180) -> str:
+    """The DOM Chromium renders for the HTML ``page``, from a test copy with a tiny script that
+    writes each image's decoded width into it as ``data-width`` (reports ship no script)."""
+    script = (
+        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
+        "{i.setAttribute('data-width',i.naturalWidth)}})</script>"
+    )
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", script + "</body>"))
+    done = subprocess.run(
+        [*chromium_flags(chromium, tmp_path), "--virtual-time-budget=5000", "--dump-dom",
+         probe.as_uri()],
+        capture_output=True, text=True, timeout=timeout, check=True,
+    )  # fmt: skip
+    return done.stdout
+
+
 def synthetic_workspace(factory: pytest.TempPathFactory, name: str, n: int, seed: int) -> Path:
     """A new folder holding a SYNTHETIC cohort of ``n`` patients as synthetic.csv."""
     from inflamrx.data.simulate import simulate_cohort, write_cohort

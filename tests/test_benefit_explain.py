@@ -6,7 +6,6 @@ run `eval "$(.ci/services)"` first). The CLI and its MLflow run: test_benefit_tr
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy.special import logit
 
+from conftest import rendered_dom
 from inflamrx.config import ReportConfig, build_config
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.simulate import simulate_cohort
@@ -143,23 +143,8 @@ def test_benefit_explain_report_renders_in_headless_chromium(
     report: tuple[str, Path, pd.DataFrame], chromium: str, tmp_path: Path
 ) -> None:
     _, out, _ = report
-    flags = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
-    probe = tmp_path / "probe.html"
-    script = (
-        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
-        "{i.setAttribute('data-width',i.naturalWidth)}})</script>"
-    )
     page = (out / "report.html").read_text(encoding="utf-8")
-    probe.write_text(page.replace("</body>", script + "</body>"))
-    done = subprocess.run(
-        [*flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180, check=True,
-    )  # fmt: skip
-    dom = done.stdout
+    dom = rendered_dom(chromium, page, tmp_path)
     for ident in SECTIONS:
         assert f'<section id="{ident}">' in dom, ident
     widths = dict(re.findall(r'<img id="([^"]+)"[^>]*data-width="(\d+)"', dom))

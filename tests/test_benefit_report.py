@@ -5,13 +5,13 @@ messages, inside the real report, rendered in headless Chromium (the `chromium` 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import rendered_dom
 from inflamrx.config import ReportConfig, load_config
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.simulate import simulate_cohort
@@ -159,24 +159,7 @@ def test_benefit_section_sits_before_the_caveats(report_with_benefit: Path) -> N
 def test_benefit_section_renders_in_headless_chromium(
     report_with_benefit: Path, chromium: str, tmp_path: Path
 ) -> None:
-    flags = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
-    probe = tmp_path / "probe.html"
-    script = (
-        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
-        "{i.setAttribute('data-width',i.naturalWidth)}})</script>"
-    )
-    probe.write_text(
-        report_with_benefit.read_text(encoding="utf-8").replace("</body>", script + "</body>")
-    )
-    done = subprocess.run(
-        [*flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=180, check=True,
-    )  # fmt: skip
-    dom = done.stdout
+    dom = rendered_dom(chromium, report_with_benefit.read_text(encoding="utf-8"), tmp_path)
     for ident in (*SECTIONS, BENEFIT_SECTION):
         assert f'id="{ident}"' in dom, ident
     section = re.search(r'<section id="benefit">.*?</section>', dom, flags=re.S)

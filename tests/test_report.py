@@ -13,6 +13,7 @@ import pytest
 from matplotlib.image import imread
 from scipy.special import expit
 
+from conftest import chromium_flags, rendered_dom
 from inflamrx.config import ReportConfig, load_config
 from inflamrx.data.outcomes import derive_outcome
 from inflamrx.data.simulate import simulate_cohort
@@ -163,24 +164,7 @@ def test_report_renders_in_headless_chromium(
 ) -> None:
     """Render the real report, and a test copy with a tiny script that writes each image's
     decoded width into the DOM (the shipped report has no script)."""
-    flags = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-    ]  # fmt: skip
-    probe = tmp_path / "probe.html"
-    script = (
-        "<script>window.addEventListener('load',()=>{for(const i of document.images)"
-        "{i.setAttribute('data-width',i.naturalWidth)}})</script>"
-    )
-    probe.write_text(
-        report.report.read_text(encoding="utf-8").replace("</body>", script + "</body>")
-    )
-    done = subprocess.run(
-        [*flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    dom = done.stdout
+    dom = rendered_dom(chromium, report.report.read_text(encoding="utf-8"), tmp_path, 120)
     for ident in SECTIONS:
         assert f'id="{ident}"' in dom
     widths = [int(w) for w in re.findall(r'data-width="(\d+)"', dom)]
@@ -188,7 +172,8 @@ def test_report_renders_in_headless_chromium(
 
     shot = tmp_path / "report.png"
     subprocess.run(
-        [*flags, f"--screenshot={shot}", "--window-size=1280,4000", report.report.as_uri()],
+        [*chromium_flags(chromium, tmp_path), f"--screenshot={shot}", "--window-size=1280,4000",
+         report.report.as_uri()],
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     pixels = imread(shot)
